@@ -1,0 +1,71 @@
+# meshlab — two entry points: `make lab` and `make test`. Both do all set-up themselves.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+BIN     := $(VENV)/bin
+# Debian packages the local testbed needs (versions come from Debian 12; see docs/architecture.md).
+APT_PACKAGES := nginx libnginx-mod-http-echo iptables iproute2 clang llvm libbpf-dev bpftool \
+                prometheus prometheus-node-exporter curl util-linux procps chromium
+EXPERIMENT ?= experiments/default.yml
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: help setup apt venv lab test test-unit test-testbed lint bench-testbed clean
+
+help:
+	@echo "make lab    set up, bring the local testbed up, run $(EXPERIMENT), write the report"
+	@echo "make test   set up, then lint and the whole test suite (root: namespaces, iptables, eBPF)"
+	@echo "make lint   ruff, yamllint, ansible-lint (production profile)"
+
+setup: apt venv
+
+# Idempotent: installs only what is missing. policy-rc.d keeps Debian from starting nginx or
+# prometheus in the host's root namespace; the testbed runs its own copies inside namespaces.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing Debian packages:$$missing"; \
+	  [ "$$(id -u)" = 0 ] || { echo "setup: need root to apt-get install:$$missing" >&2; exit 1; }; \
+	  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; \
+	  trap 'rm -f /usr/sbin/policy-rc.d' EXIT; \
+	  apt-get update -q; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade 'pip>=24'
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+lab: setup
+	$(BIN)/meshlab testbed up
+	$(BIN)/meshlab run $(EXPERIMENT)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint -q
+
+test-unit: venv
+	$(BIN)/pytest -q tests/unit
+
+test-testbed: setup
+	$(BIN)/pytest -q -m "root or testbed" tests
+
+test: setup lint
+	$(BIN)/pytest tests
+
+bench-testbed: setup
+	$(PY) -m meshlab.bench.testbed
+
+clean:
+	-$(BIN)/meshlab testbed down
+	rm -rf $(VENV) .meshlab

@@ -1,0 +1,1 @@
+"""meshlab: paired, noise-gated benchmarks of sidecar redirection (iptables vs eBPF)."""
