@@ -80,6 +80,94 @@ def down(stack: Annotated[str, typer.Option(help="Pulumi stack name")] = "dev") 
         _fail(err)
 
 
+# --- the local testbed ---------------------------------------------------------------------
+
+
+def _testbed_call(fn, *args, **kwargs):
+    from meshlab.testbed import commands  # noqa: F401  (imported lazily: ansible is slow to load)
+
+    try:
+        return fn(*args, **kwargs)
+    except MeshlabError as err:
+        _fail(err)
+
+
+@testbed_app.command("up")
+def testbed_up(
+    dataplane: Annotated[str, typer.Option(help="iptables | ebpf | ebpf-connect")] = "iptables",
+    flood: Annotated[str, typer.Option(help="kube-proxy flood PODSxSERVICES, e.g. 50x500, or off")] = "off",
+    duet: Annotated[bool, typer.Option(help="add a second client/server pair (duet designs)")] = False,
+) -> None:
+    """Bring the local testbed up (idempotent; restarts dead daemons)."""
+    from meshlab.testbed import commands
+
+    _testbed_call(commands.up, dataplane, flood, duet)
+
+
+@testbed_app.command("dataplane")
+def testbed_dataplane(
+    arm: Annotated[str, typer.Argument(help="iptables | ebpf | ebpf-connect")],
+    pair: Annotated[list[int] | None, typer.Option(help="only this pod pair (repeatable)")] = None,
+) -> None:
+    """Switch the dataplane arm at runtime (workloads keep running)."""
+    from meshlab.testbed import commands
+
+    _testbed_call(commands.set_dataplane, arm, pair)
+
+
+@testbed_app.command("flood")
+def testbed_flood(
+    size: Annotated[str, typer.Argument(help="PODSxSERVICES (e.g. 50x500) or off")],
+) -> None:
+    """Write (or remove) kube-proxy-shaped flood rules in the node namespace."""
+    from meshlab.testbed import commands
+
+    _testbed_call(commands.set_flood, size)
+
+
+@testbed_app.command("status")
+def testbed_status(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Show the testbed: pods, processes, arm, flood, rule count."""
+    import json
+
+    from meshlab.testbed import state
+
+    doc = _testbed_call(lambda: state.status(state.load()))
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    typer.echo(f"dataplane: {doc['dataplane']}   flood: {doc['flood']['spec']} "
+               f"({doc['flood']['rules']} iptables-save lines in {doc['node']['netns']})")
+    typer.echo(f"server_url: {doc['server_url']}")
+    for name, pod in doc["pods"].items():
+        up = "up" if pod["up"] else "DOWN"
+        typer.echo(f"  {name:8} {pod['ip']:14} {pod['netns']:16} {up:4} pids {pod['pids']}")
+
+
+@testbed_app.command(
+    "exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def testbed_exec(
+    ctx: typer.Context,
+    pod: Annotated[str, typer.Argument(help="node, client, server, ...")],
+) -> None:
+    """Run a command inside a pod: meshlab testbed exec POD -- CMD..."""
+    from meshlab.testbed import commands
+
+    rc = _testbed_call(commands.exec_in_pod, pod, list(ctx.args))
+    raise typer.Exit(rc)
+
+
+@testbed_app.command("down")
+def testbed_down() -> None:
+    """Remove every namespace, rule, pin, cgroup and process the testbed made."""
+    from meshlab.testbed import commands
+
+    _testbed_call(commands.down)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="meshlab")
     sys.exit(0)

@@ -1,0 +1,93 @@
+"""`meshlab testbed ...`: drive the testbed playbooks and read the testbed's state."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+from meshlab import ansible
+from meshlab.errors import MeshlabError
+from meshlab.testbed import state as tb_state
+from meshlab.testbed.flood import parse_flood
+
+
+def _arm(dataplane: str) -> str:
+    if dataplane not in tb_state.ARMS:
+        raise MeshlabError(
+            f"--dataplane: {dataplane!r} is not an arm; expected one of {', '.join(tb_state.ARMS)}"
+        )
+    if dataplane != "iptables":
+        try:
+            from meshlab.ebpf import features
+        except ImportError:
+            raise MeshlabError(
+                f"dataplane {dataplane}: the eBPF arm is not built into this meshlab yet; "
+                "use --dataplane iptables"
+            ) from None
+        features.require()
+    return dataplane
+
+
+def up(dataplane: str = "iptables", flood: str = "off", duet: bool = False) -> ansible.PlaybookRun:
+    tb_state.require_root()
+    arm = _arm(dataplane)
+    spec = str(parse_flood(flood))
+    return ansible.run_playbook(
+        "playbooks/testbed.yml",
+        {"meshlab_testbed_dataplane": arm, "meshlab_testbed_flood": spec, "meshlab_testbed_duet": duet},
+        title="testbed up",
+    )
+
+
+def _duet_of_recorded() -> bool:
+    try:
+        return bool(tb_state.load().get("duet", False))
+    except MeshlabError:
+        return False
+
+
+def set_dataplane(dataplane: str, pairs: list[int] | None = None) -> ansible.PlaybookRun:
+    tb_state.require_root()
+    current = tb_state.load()
+    arm = _arm(dataplane)
+    extravars: dict[str, Any] = {
+        "meshlab_testbed_dataplane": arm,
+        "meshlab_testbed_duet": current.get("duet", False),
+    }
+    if pairs:
+        extravars["meshlab_testbed_pairs"] = pairs
+    return ansible.run_playbook("playbooks/dataplane.yml", extravars, title=f"dataplane {arm}")
+
+
+def set_flood(flood: str) -> ansible.PlaybookRun:
+    tb_state.require_root()
+    current = tb_state.load()
+    spec = str(parse_flood(flood, field="flood"))
+    return ansible.run_playbook(
+        "playbooks/flood.yml",
+        {"meshlab_testbed_flood": spec, "meshlab_testbed_duet": current.get("duet", False)},
+        title=f"flood {spec}",
+    )
+
+
+def down() -> ansible.PlaybookRun:
+    tb_state.require_root()
+    return ansible.run_playbook(
+        "playbooks/down.yml", {"meshlab_testbed_duet": _duet_of_recorded()}, title="testbed down"
+    )
+
+
+def exec_in_pod(pod: str, argv: list[str]) -> int:
+    """Run a command as the pod's app: its namespace and app cgroup (so the eBPF arm applies)."""
+    tb_state.require_root()
+    if not argv:
+        raise MeshlabError("exec: no command given; usage: meshlab testbed exec POD -- CMD...")
+    current = tb_state.load()
+    record = tb_state.check_pod(current, pod)
+    netns = tb_state.netns_of(current, pod)
+    if record is None:  # the node namespace has no sidecar, cgroup or pinning
+        return subprocess.call(["nsenter", f"--net=/run/netns/{netns}", "--", *argv])
+    cpus = current["cpus"][str(record["pair"])]["app"]
+    launcher = f"{current['run_dir']}/bin/podexec"
+    cgroup = f"{current['cgroup_root']}/{pod}/app"
+    return subprocess.call([launcher, netns, cgroup, cpus, "-", *argv])

@@ -1,0 +1,65 @@
+"""Flood sizes (`PODSxSERVICES`) and the addresses of the flood's fake endpoints and VIPs."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from meshlab.errors import MeshlabError
+
+# Flood endpoints live in 198.18.128.0/17, flood VIPs from 198.19.1.0 upward: both inside the
+# benchmarking range 198.18.0.0/15 and disjoint from the testbed's pods (198.18.1-2.x) and the
+# real services' VIPs (198.19.0.x).
+FLOOD_POD_BASE = ipaddress.IPv4Address("198.18.128.0")
+FLOOD_VIP_BASE = ipaddress.IPv4Address("198.19.1.0")
+MAX_PODS = 32_000
+MAX_SERVICES = 60_000
+
+_PXS = re.compile(r"^(\d+)x(\d+)$")
+
+
+@dataclass(frozen=True)
+class Flood:
+    """P endpoint pods x S services, every service selecting every pod (the thesis' flooder)."""
+
+    pods: int
+    services: int
+
+    @property
+    def off(self) -> bool:
+        return self.pods == 0 and self.services == 0
+
+    def __str__(self) -> str:
+        return "off" if self.off else f"{self.pods}x{self.services}"
+
+    def pod_ips(self) -> list[str]:
+        return [str(FLOOD_POD_BASE + 1 + i) for i in range(self.pods)]
+
+    def vips(self) -> list[str]:
+        return [str(FLOOD_VIP_BASE + 1 + j) for j in range(self.services)]
+
+
+OFF = Flood(0, 0)
+
+
+def parse_flood(text: str, *, field: str = "--flood") -> Flood:
+    """Parse `PODSxSERVICES` (e.g. `50x500`) or `off`; errors name the field and the form."""
+    value = str(text).strip().lower()
+    if value in ("off", "0x0", "none"):
+        return OFF
+    m = _PXS.match(value)
+    if not m:
+        raise MeshlabError(
+            f"{field}: {text!r} is not a flood size; expected PODSxSERVICES such as 50x500, or off"
+        )
+    pods, services = int(m.group(1)), int(m.group(2))
+    if pods < 1 or services < 1:
+        raise MeshlabError(
+            f"{field}: {text!r} needs at least 1 pod and 1 service (e.g. 50x500), or use off"
+        )
+    if pods > MAX_PODS or services > MAX_SERVICES:
+        raise MeshlabError(
+            f"{field}: {text!r} is too large; at most {MAX_PODS} pods and {MAX_SERVICES} services"
+        )
+    return Flood(pods, services)
