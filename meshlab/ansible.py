@@ -46,16 +46,14 @@ class PlaybookRun:
 def _failure_text(ev: dict[str, Any]) -> str:
     data = ev.get("event_data", {})
     res = data.get("res", {}) or {}
-    msg = res.get("msg") or ""
-    detail = (res.get("stderr") or res.get("stdout") or "").strip()
+    # A loop reports "One or more items failed": the first failed item says what.
+    failed_items = [item for item in res.get("results") or [] if item.get("failed")]
+    source = failed_items[0] if failed_items else res
+    msg = str(source.get("msg") or "")
+    detail = str(source.get("stderr") or source.get("stdout") or "").strip()
     if detail and detail not in msg:
         msg = f"{msg}: {detail}" if msg else detail
-    if not msg and res.get("results"):  # a loop: report the first failed item
-        for item in res["results"]:
-            if item.get("failed"):
-                msg = item.get("msg") or (item.get("stderr") or "").strip()
-                break
-    lines = [ln for ln in str(msg).splitlines() if ln.strip()]
+    lines = [ln for ln in msg.splitlines() if ln.strip()]
     short = " ".join(lines[-3:]) if lines else "failed"
     return f"task '{data.get('task', '?')}' failed on {data.get('host', '?')}: {short}"
 
@@ -93,9 +91,9 @@ def run_playbook(
             if kind == "playbook_on_task_start":
                 tasks_done += 1
                 status.update(f"{title or playbook}: [{tasks_done}] {data.get('task', '')}")
-            elif kind == "runner_on_failed" and not data.get("ignore_errors"):
-                failures.append(_failure_text(ev))
-            elif kind == "runner_on_unreachable":
+            elif kind == "runner_on_unreachable" or (
+                kind == "runner_on_failed" and not data.get("ignore_errors")
+            ):
                 failures.append(_failure_text(ev))
             elif kind == "runner_on_ok":
                 res = data.get("res", {}) or {}

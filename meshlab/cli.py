@@ -95,8 +95,12 @@ def _testbed_call(fn, *args, **kwargs):
 @testbed_app.command("up")
 def testbed_up(
     dataplane: Annotated[str, typer.Option(help="iptables | ebpf | ebpf-connect")] = "iptables",
-    flood: Annotated[str, typer.Option(help="kube-proxy flood PODSxSERVICES, e.g. 50x500, or off")] = "off",
-    duet: Annotated[bool, typer.Option(help="add a second client/server pair (duet designs)")] = False,
+    flood: Annotated[
+        str, typer.Option(help="kube-proxy flood PODSxSERVICES, e.g. 50x500, or off")
+    ] = "off",
+    duet: Annotated[
+        bool, typer.Option(help="add a second client/server pair (duet designs)")
+    ] = False,
 ) -> None:
     """Bring the local testbed up (idempotent; restarts dead daemons)."""
     from meshlab.testbed import commands
@@ -134,12 +138,18 @@ def testbed_status(
 
     from meshlab.testbed import state
 
-    doc = _testbed_call(lambda: state.status(state.load()))
+    def read() -> dict:
+        state.require_root()
+        return state.status(state.load())
+
+    doc = _testbed_call(read)
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
-    typer.echo(f"dataplane: {doc['dataplane']}   flood: {doc['flood']['spec']} "
-               f"({doc['flood']['rules']} iptables-save lines in {doc['node']['netns']})")
+    typer.echo(
+        f"dataplane: {doc['dataplane']}   flood: {doc['flood']['spec']} "
+        f"({doc['flood']['rules']} iptables-save lines in {doc['node']['netns']})"
+    )
     typer.echo(f"server_url: {doc['server_url']}")
     for name, pod in doc["pods"].items():
         up = "up" if pod["up"] else "DOWN"

@@ -17,14 +17,12 @@ def _arm(dataplane: str) -> str:
             f"--dataplane: {dataplane!r} is not an arm; expected one of {', '.join(tb_state.ARMS)}"
         )
     if dataplane != "iptables":
-        try:
-            from meshlab.ebpf import features
-        except ImportError:
-            raise MeshlabError(
-                f"dataplane {dataplane}: the eBPF arm is not built into this meshlab yet; "
-                "use --dataplane iptables"
-            ) from None
-        features.require()
+        # Until the eBPF programs are wired into the testbed roles, refuse rather than leave
+        # pods without capture.
+        raise MeshlabError(
+            f"--dataplane {dataplane}: the eBPF arm is not built into this meshlab yet; "
+            "use --dataplane iptables"
+        )
     return dataplane
 
 
@@ -34,7 +32,11 @@ def up(dataplane: str = "iptables", flood: str = "off", duet: bool = False) -> a
     spec = str(parse_flood(flood))
     return ansible.run_playbook(
         "playbooks/testbed.yml",
-        {"meshlab_testbed_dataplane": arm, "meshlab_testbed_flood": spec, "meshlab_testbed_duet": duet},
+        {
+            "meshlab_testbed_dataplane": arm,
+            "meshlab_testbed_flood": spec,
+            "meshlab_testbed_duet": duet,
+        },
         title="testbed up",
     )
 
@@ -87,7 +89,9 @@ def exec_in_pod(pod: str, argv: list[str]) -> int:
     netns = tb_state.netns_of(current, pod)
     if record is None:  # the node namespace has no sidecar, cgroup or pinning
         return subprocess.call(["nsenter", f"--net=/run/netns/{netns}", "--", *argv])
-    cpus = current["cpus"][str(record["pair"])]["app"]
+    # A client pod's app is the load generator, pinned with k6; a server pod's app is nginx.
+    component = "k6" if record["role"] == "client" else "app"
+    cpus = current["cpus"][str(record["pair"])][component]
     launcher = f"{current['run_dir']}/bin/podexec"
     cgroup = f"{current['cgroup_root']}/{pod}/app"
     return subprocess.call([launcher, netns, cgroup, cpus, "-", *argv])

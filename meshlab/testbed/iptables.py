@@ -37,7 +37,7 @@ class Table:
 
 
 def parse(text: str) -> Table:
-    """One table of iptables-save/-restore text, canonicalised (chain order and counters dropped)."""
+    """One table of iptables-save/-restore text, canonicalised (no chain order, no counters)."""
     name = ""
     chains: set[str] = set()
     by_chain: dict[str, list[str]] = {}

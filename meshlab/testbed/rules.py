@@ -55,7 +55,9 @@ def istio_capture(arm: str) -> str:
     if arm in ARMS_WITH_OUTBOUND_CAPTURE:
         rules.append("-A OUTPUT -j ISTIO_OUTPUT")
     rules.append(f"-A ISTIO_INBOUND -p tcp -m tcp --dport {HBONE_PORT} -j RETURN")
-    rules += [f"-A ISTIO_INBOUND -p tcp -m tcp --dport {p} -j RETURN" for p in INBOUND_EXCLUDED_PORTS]
+    rules += [
+        f"-A ISTIO_INBOUND -p tcp -m tcp --dport {p} -j RETURN" for p in INBOUND_EXCLUDED_PORTS
+    ]
     rules.append("-A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT")
     rules.append(f"-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports {INBOUND_PORT}")
     # Envoy's inbound passthrough binds 127.0.0.6: never re-capture it.
@@ -145,7 +147,9 @@ def kube_proxy_nat(services: Sequence[Service]) -> str:
             target = f"{ep}:{svc.target_port}"
             sep_chain = "KUBE-SEP-" + _kube_hash(svc.port_name, "tcp", target)
             chains.append(sep_chain)
-            ep_comment = f'-m comment --comment "{svc.port_name} -> {target}" ' if endpoint_comments else ""
+            ep_comment = (
+                f'-m comment --comment "{svc.port_name} -> {target}" ' if endpoint_comments else ""
+            )
             probability = (
                 f"-m statistic --mode random --probability {1 / (n - i):.10f} " if i < n - 1 else ""
             )
@@ -172,17 +176,18 @@ def kube_proxy_filter() -> str:
         "KUBE-SERVICES",
     )
     new = "-m conntrack --ctstate NEW"
+    firewall = '-m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL'
     rules = [
-        f'-A INPUT {new} -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL',
+        f"-A INPUT {new} {firewall}",
         '-A INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS',
         f'-A INPUT {new} -m comment --comment "kubernetes externally-visible service portals" '
         "-j KUBE-EXTERNAL-SERVICES",
-        f'-A FORWARD {new} -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL',
+        f"-A FORWARD {new} {firewall}",
         '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
         f'-A FORWARD {new} -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
         f'-A FORWARD {new} -m comment --comment "kubernetes externally-visible service portals" '
         "-j KUBE-EXTERNAL-SERVICES",
-        f'-A OUTPUT {new} -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL',
+        f"-A OUTPUT {new} {firewall}",
         f'-A OUTPUT {new} -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
         "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
         '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" '

@@ -1,0 +1,130 @@
+"""The local testbed, brought up once per session through the same code path as the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra
+
+from meshlab.testbed import commands
+from meshlab.testbed import state as tb_state
+
+# The real command line of this checkout's environment, whatever PATH says.
+MESHLAB = [str(Path(sys.prefix) / "bin" / "meshlab")]
+
+
+@dataclass
+class Testbed:
+    """Handles for the tests: the status document and helpers that run things inside pods."""
+
+    host: Any  # testinfra host (local://)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return tb_state.status(tb_state.load())
+
+    def exec(self, pod: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*MESHLAB, "testbed", "exec", pod, "--", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def curl(self, pod: str, url: str, *extra: str) -> tuple[str, float, int]:
+        """(HTTP status, seconds, curl exit code) of one request from a pod."""
+        proc = self.exec(
+            pod,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-m",
+            "10",
+            "-w",
+            "%{http_code} %{time_total}",
+            *extra,
+            url,
+        )
+        code, seconds = [*proc.stdout.split(), "000", "0"][:2]
+        return code, float(seconds), proc.returncode
+
+    def envoy_stats(self, pod: str) -> dict[str, int]:
+        proc = self.exec(pod, "curl", "-sf", "http://127.0.0.1:15000/stats")
+        assert proc.returncode == 0, proc.stderr
+        out = {}
+        for line in proc.stdout.splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().isdigit():
+                out[name] = int(value)
+        return out
+
+    def nat_rules(self, netns: str) -> list[str]:
+        return self.host.check_output(f"ip netns exec {netns} iptables -t nat -S").splitlines()
+
+    def chain_packets(self, netns: str, chain: str) -> int:
+        """Packets that entered `chain` = the counters of the rules that jump to it."""
+        out = self.host.check_output(f"ip netns exec {netns} iptables -t nat -L -v -x -n")
+        total = 0
+        for line in out.splitlines():
+            cols = line.split()
+            if len(cols) > 2 and cols[0].isdigit() and cols[2] == chain:
+                total += int(cols[0])
+        return total
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., bool]:
+    """Poll a predicate until it holds or the timeout passes."""
+    return _wait_until
+
+
+def meshlab_cli(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MESHLAB, *argv], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[Testbed]:
+    commands.up()
+    yield Testbed(host=testinfra.get_host("local://"))
+
+
+@pytest.fixture
+def iptables_arm(testbed: Testbed) -> Testbed:
+    """The testbed in the iptables arm with no flood, whatever an earlier test left."""
+    doc = testbed.status
+    if doc["dataplane"] != "iptables":
+        commands.set_dataplane("iptables")
+    if doc["flood"]["spec"] != "off":
+        commands.set_flood("off")
+    return testbed
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the real `meshlab` command line."""
+    return meshlab_cli
+
+
+@pytest.fixture
+def meshlab_argv() -> list[str]:
+    return list(MESHLAB)

@@ -1,0 +1,129 @@
+"""Rule rendering (no root): Istio capture per arm and kube-proxy's rule-count formula."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshlab.errors import MeshlabError
+from meshlab.testbed import rules
+from meshlab.testbed.flood import Flood, parse_flood
+from meshlab.testbed.iptables import _services, parse
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("50x500", Flood(50, 500)),
+        ("off", Flood(0, 0)),
+        (" 1x1 ", Flood(1, 1)),
+        ("OFF", Flood(0, 0)),
+    ],
+)
+def test_parse_flood(text, expected):
+    assert parse_flood(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("50x", "expected PODSxSERVICES such as 50x500, or off"),
+        ("x500", "expected PODSxSERVICES"),
+        ("0x10", "needs at least 1 pod and 1 service"),
+        ("10x0", "needs at least 1 pod and 1 service"),
+        ("99999x1", "too large"),
+        ("-1x5", "expected PODSxSERVICES"),
+    ],
+)
+def test_bad_flood_names_the_field_and_the_form(text, message):
+    with pytest.raises(MeshlabError, match=message) as err:
+        parse_flood(text, field="flood_sizes[0]")
+    assert str(err.value).startswith("flood_sizes[0]: ")
+
+
+def test_flood_addresses_stay_in_the_benchmark_range_and_apart_from_pods():
+    flood = Flood(300, 600)
+    pods, vips = flood.pod_ips(), flood.vips()
+    assert len(set(pods)) == 300 and len(set(vips)) == 600
+    assert all(ip.startswith("198.18.") and int(ip.split(".")[2]) >= 128 for ip in pods)
+    assert all(ip.startswith("198.19.") and ip.split(".")[2] != "0" for ip in vips)
+
+
+@pytest.mark.parametrize(
+    ("pods", "services"), [(1, 1), (2, 1), (10, 1), (1, 10), (2, 10), (10, 10)]
+)
+def test_kube_proxy_nat_matches_upstream_rule_counts(pods, services):
+    """kube-proxy's own TestNumberIptablesRules: nat rules = 5 + S*(2 + 3E) (+3 jump rules)."""
+    table = parse(rules.kube_proxy_nat(rules.flood_services(Flood(pods, services))))
+    assert table.rule_count == 3 + 5 + services * (2 + 3 * pods)
+    assert len(table.chains) == 4 + 4 + services * (1 + pods)
+
+
+def test_thesis_flood_is_about_101k_iptables_save_lines():
+    services = [rules.Service("meshlab", "server", "198.19.0.1", 80, 80, ("198.18.1.20",))]
+    text = rules.kube_proxy_nat(services + rules.flood_services(Flood(50, 500)))
+    lines = text.count("\n") + rules.kube_proxy_filter().count("\n")
+    assert 100_000 <= lines <= 104_000
+
+
+def test_large_clusters_drop_endpoint_comments_like_kube_proxy():
+    small = rules.kube_proxy_nat(rules.flood_services(Flood(10, 10)))
+    large = rules.kube_proxy_nat(rules.flood_services(Flood(50, 500)))
+    assert "-> 198.18.128.1:8080" in small
+    assert "-> 198.18.128.1:8080" not in large
+    assert '"flood/svc-00000:http cluster IP"' in large  # KUBE-SERVICES keeps its comments
+
+
+def test_statistic_probabilities_split_evenly():
+    table = parse(rules.kube_proxy_nat(rules.flood_services(Flood(4, 1))))
+    svc_chain = next(c for c in table.chains if c.startswith("KUBE-SVC-"))
+    probs = [
+        r.split("--probability ")[1].split()[0] for r in table.rules[svc_chain] if "statistic" in r
+    ]
+    assert probs == ["0.250000", "0.333333", "0.500000"]  # the last endpoint is a plain jump
+    assert "statistic" not in table.rules[svc_chain][-1]
+
+
+def test_iptables_arm_captures_both_directions():
+    table = parse(rules.istio_capture("iptables"))
+    assert table.rules["OUTPUT"] == ("-A OUTPUT -j ISTIO_OUTPUT",)
+    assert table.rules["PREROUTING"] == ("-A PREROUTING -p tcp -j ISTIO_INBOUND",)
+    assert table.rules["ISTIO_REDIRECT"][-1].endswith("REDIRECT --to-ports 15001")
+    assert table.rules["ISTIO_IN_REDIRECT"][-1].endswith("REDIRECT --to-ports 15006")
+    output = table.rules["ISTIO_OUTPUT"]
+    assert output[0] == "-A ISTIO_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN"
+    assert "-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN" in output
+    assert output[-1] == "-A ISTIO_OUTPUT -j ISTIO_REDIRECT"
+    inbound = table.rules["ISTIO_INBOUND"]
+    assert [r.split("--dport ")[1].split()[0] for r in inbound[:-1]] == [
+        "15008",
+        "15090",
+        "15021",
+        "15020",
+    ]
+
+
+@pytest.mark.parametrize("arm", ["ebpf", "ebpf-connect"])
+def test_ebpf_arms_keep_only_the_inbound_capture(arm):
+    table = parse(rules.istio_capture(arm))
+    assert "OUTPUT" not in table.rules  # outbound is redirected by the cgroup programs
+    assert table.rules["PREROUTING"] == ("-A PREROUTING -p tcp -j ISTIO_INBOUND",)
+
+
+def test_canonical_parse_ignores_chain_order_counters_and_probability_rounding():
+    rule = "-A A -m statistic --mode random --probability {} -j B"
+    a = f"*nat\n:B - [0:0]\n:A - [3:4]\n{rule.format('0.0200000000')}\nCOMMIT\n"
+    b = f"*nat\n:A - [0:0]\n:B - [0:0]\n{rule.format('0.02000000002')}\nCOMMIT\n"
+    assert parse(a) == parse(b)
+    c = a.replace("-j B", "-j A")
+    assert parse(a) != parse(c)
+
+
+def test_services_spec_from_the_role():
+    (svc,) = _services("server=198.19.0.1:80>198.18.1.20:80")
+    assert (svc.name, svc.vip, svc.port, svc.endpoints, svc.target_port) == (
+        "server",
+        "198.19.0.1",
+        80,
+        ("198.18.1.20",),
+        80,
+    )
