@@ -16,6 +16,8 @@ from typing import Any
 
 import pulumi
 
+from infra.topology import ROLES, NodeSpec
+
 PROJECT = "meshlab"
 
 # key -> (Pulumi.yaml type, default); None means required (no default in Pulumi.yaml).
@@ -63,35 +65,6 @@ MIN_VCPUS, MIN_RAM_MB, MIN_VOLUME_GB = 2, 2048, 10
 
 class ConfigError(pulumi.RunError):
     """Invalid stack configuration. RunError: pulumi prints the message, not a traceback."""
-
-
-@dataclass(frozen=True)
-class Role:
-    """A kind of node: how many come from which key, and the Ansible groups it joins."""
-
-    name: str
-    count_key: str
-    groups: tuple[str, ...]
-    in_cluster: bool  # Kubernetes nodes: measured, so they get the pinned flavor
-
-
-ROLES: tuple[Role, ...] = (
-    Role("control-plane", "controlPlaneCount", ("k8s_cluster", "kube_control_plane"), True),
-    Role("worker", "workerCount", ("k8s_cluster", "kube_node"), True),
-    Role("loadtest", "loadtestCount", ("k8s_cluster", "kube_node", "loadtest"), True),
-    Role("monitoring", "monitoringCount", ("monitoring",), False),
-)
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """One VM to create. `flavor` None means the pinned flavor this stack creates."""
-
-    name: str
-    role: str
-    index: int
-    groups: tuple[str, ...]
-    flavor: str | None
 
 
 @dataclass(frozen=True)

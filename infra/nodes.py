@@ -12,8 +12,9 @@ from typing import Any
 import pulumi
 import pulumi_openstack as openstack
 
-from infra.config import LabConfig, NodeSpec
+from infra.config import LabConfig
 from infra.network import LabNetwork
+from infra.topology import NodeSpec
 
 # Minimal on purpose: Ansible does everything else, idempotently and under lint and tests.
 USER_DATA = """#cloud-config

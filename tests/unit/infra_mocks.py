@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import sys
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ NETWORK = "openstack:networking/network:Network"
 SUBNET = "openstack:networking/subnet:Subnet"
 ROUTER = "openstack:networking/router:Router"
 ROUTER_INTERFACE = "openstack:networking/routerInterface:RouterInterface"
+
+
+NODE_SLUGS = ["control-plane-0", "worker-0", "loadtest-0", "monitoring-0"]
+SG = {group: f"network-sg-{group}-id" for group in ("internal", "ssh", "kube-api", "monitoring")}
 
 
 def mock_ip(role: str, index: int) -> str:
@@ -105,6 +110,10 @@ class Run:
     mocks: LabMocks
     outputs: dict[str, Any]
     secret_outputs: set[str]
+
+    def counts(self) -> Counter[str]:
+        """Registered resources (components included) per type token."""
+        return Counter(r.typ for r in self.mocks.resources)
 
 
 def fresh_engine(config: dict[str, str], stack: str = "dev") -> LabMocks:
