@@ -160,3 +160,11 @@ def run_program(mocks: LabMocks) -> Run:
 def run_lab(overrides: dict[str, str] | None = None) -> Run:
     """The lab with BASE_CONFIG plus `overrides`, on a fresh mock engine."""
     return run_program(fresh_engine(lab_config(overrides)))
+
+
+if __name__ == "__main__":
+    # Regenerate the recorded payload after changing the program's outputs:
+    #   .venv/bin/python tests/unit/infra_mocks.py > tests/unit/fixtures/stack_outputs_dev.json
+    import json
+
+    print(json.dumps(dict(sorted(run_lab().outputs.items())), indent=2))

@@ -138,7 +138,7 @@ def test_an_imported_key_writes_no_key_file(sandbox: dict[str, str], tmp_path: P
 
 
 def test_the_fixture_is_what_the_program_exports() -> None:
-    # The recorded payload must keep the program's output shape; regenerate it if this fails.
+    # The payload must keep the output shape; regenerate: python tests/unit/infra_mocks.py
     assert json.loads(FIXTURE.read_text()) == run_lab().outputs
 
 
