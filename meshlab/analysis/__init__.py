@@ -1,0 +1,5 @@
+"""Analysis of run directories: loading, paired statistics, figures, report and comparison.
+
+Entry points: `meshlab.analysis.report.build` and `meshlab.analysis.compare.compare`.
+The statistics and why they were chosen are described in docs/methodology.md.
+"""

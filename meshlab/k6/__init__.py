@@ -1,0 +1,1 @@
+"""Reading k6's own output files (raw CSV, summary export)."""
