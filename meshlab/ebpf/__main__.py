@@ -39,17 +39,16 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="a meshed pod: name, IPv4, cgroup v2 directory (repeat per pod)",
     )
-    p_attach.add_argument(
-        "--peer",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "IP"),
-        help="a meshed pod on this host without a cgroup of its own here (bypass target)",
-    )
 
     p_detach = sub.add_parser("detach", help="detach everything and unpin")
     common(p_detach)
+    p_detach.add_argument(
+        "--pod",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "CGROUP"),
+        help="take only this pod out of the eBPF arm (repeat per pod); default: everything",
+    )
     p_detach.add_argument(
         "--cgroup-root",
         type=Path,
@@ -72,10 +71,11 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> dict:
     if args.command == "attach":
         cgroups = {name: Path(cg) for name, _ip, cg in args.pod}
-        ips = {name: ip for name, ip, _cg in args.pod} | dict(args.peer)
+        ips = {name: ip for name, ip, _cg in args.pod}
         return dataplane.attach(cgroups, ips, args.mode, pin_root=args.pin_root)
     if args.command == "detach":
-        return dataplane.detach(args.pin_root, args.cgroup_root)
+        pods = {name: Path(cg) for name, cg in args.pod} if args.pod else None
+        return dataplane.detach(args.pin_root, args.cgroup_root, pods)
     if args.command == "status":
         return dataplane.status(args.pin_root)
     if args.command == "build":
