@@ -1,0 +1,84 @@
+"""meshlab.analysis.stats: the vectorised paired-statistics core, against brute force."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from meshlab.analysis import stats
+
+
+def _brute_hl(x: np.ndarray) -> float:
+    walsh = [(x[i] + x[j]) / 2 for i in range(len(x)) for j in range(i, len(x))]
+    return float(np.median(walsh))
+
+
+def test_hodges_lehmann_is_the_median_of_walsh_averages() -> None:
+    d = np.random.default_rng(1).normal(0.01, 0.02, (4, 9))
+    np.testing.assert_allclose(stats.hodges_lehmann(d), [_brute_hl(row) for row in d])
+    # robust: one wild round moves HL far less than the mean
+    x = np.array([0.01, 0.012, 0.009, 0.011, 0.010, 0.013, 0.5])
+    assert abs(stats.hodges_lehmann(x)[0] - 0.011) < 0.002 < abs(x.mean() - 0.011)
+
+
+@pytest.mark.parametrize("n", [6, 13])
+def test_weighted_bootstrap_equals_resampling_rounds_and_recomputing_hl(n: int) -> None:
+    d = np.random.default_rng(n).normal(-0.02, 0.03, (3, n))
+    boot = stats.bootstrap_hl(d, np.random.default_rng(99), resamples=300)
+    idx = np.random.default_rng(99).integers(0, n, size=(300, n))
+    brute = np.array([[_brute_hl(row[ix]) for ix in idx] for row in d])
+    np.testing.assert_allclose(boot, brute, atol=1e-15)
+
+
+def test_expanded_percentile_is_wider_at_small_n_and_tends_to_nominal() -> None:
+    assert stats.expanded_alpha(0.05, 6) < 0.01
+    assert stats.expanded_alpha(0.05, 20) < 0.05
+    assert stats.expanded_alpha(0.05, 2000) == pytest.approx(0.05, abs=0.001)
+
+
+def test_signed_rank_p_is_exact_at_six_rounds() -> None:
+    assert stats.wilcoxon_p(np.array([[0.01, 0.02, 0.03, 0.04, 0.05, 0.06]]))[0] == pytest.approx(
+        2 / 2**6
+    )
+    assert stats.wilcoxon_p(np.zeros((1, 8)))[0] == 1.0
+
+
+def test_holm_adjustment() -> None:
+    np.testing.assert_allclose(
+        stats.holm(np.array([0.01, 0.04, 0.03, 0.2])), [0.04, 0.09, 0.09, 0.2]
+    )
+
+
+def test_fewer_than_six_rounds_gives_no_interval_and_no_test() -> None:
+    st = stats.paired_stats(np.full((2, 5), 0.05), 0.02, np.random.default_rng(0))
+    assert np.isnan(st.ci95).all() and np.isnan(st.wilcoxon_p).all() and np.isnan(st.tost_p).all()
+    assert st.estimate == pytest.approx([0.05, 0.05])
+
+
+def test_equivalence_needs_the_interval_inside_the_margin() -> None:
+    rng = np.random.default_rng(3)
+    margin = math.log1p(0.02)
+    near_zero = rng.normal(0.0, 0.003, (1, 12))
+    shifted = rng.normal(0.05, 0.003, (1, 12))
+    for d, expect in ((near_zero, True), (shifted, False)):
+        st = stats.paired_stats(d, margin, rng)
+        assert bool(stats.equivalent(st.ci90, st.tost_p, margin)[0]) is expect
+        assert bool(stats.differs(st.ci95, st.wilcoxon_p)[0]) is not expect
+
+
+def test_mde_and_rounds_needed_follow_the_normal_approximation() -> None:
+    # methodology §7.5: 2.80 · sigma_d / √n; sigma_d 2.2 % at n = 10 gives ≈ 2.0 %
+    assert stats.mde(np.array([0.022]), 10)[0] == pytest.approx(0.0195, abs=2e-4)
+    # outside the margin only detection can settle it: ((z.975 + z.8) · sd / θ)²
+    assert stats.rounds_needed(0.03, 0.02, 0.02) == pytest.approx((2.8016 * 0.02 / 0.03) ** 2, 1e-3)
+    # inside it, equivalence ((z.95 + z.8) · sd / (m - θ))² = 24.7 comes before detection (31.4)
+    assert stats.rounds_needed(0.01, 0.02, 0.02) == pytest.approx((2.4865 * 0.02 / 0.01) ** 2, 1e-3)
+    assert stats.rounds_needed(0.0, 0.0, 0.02) == 0.0
+    assert stats.rounds_needed(0.05, 0.02, 0.02) < stats.rounds_needed(0.005, 0.02, 0.02)
+
+
+def test_cov_percent() -> None:
+    assert stats.cov_percent(np.array([9.0, 10.0, 11.0])) == pytest.approx(10.0)
+    assert math.isnan(stats.cov_percent(np.array([1.0])))
