@@ -1,0 +1,50 @@
+"""Number formatting shared by the HTML page, summary.md and `meshlab compare`."""
+
+from __future__ import annotations
+
+import math
+
+# Typography, spelled as escapes because the linter rightly flags look-alike characters.
+DASH = "\u2013"  # en dash, for ranges such as 2.9-5.3 %
+TIMES = "\u00d7"  # multiplication sign, for spread factors
+
+
+def pct(log_value: float) -> float:
+    """Log-ratio -> percent change of B relative to A."""
+    return 100.0 * math.expm1(log_value)
+
+
+def signed_pct(log_value: float | None) -> str:
+    if log_value is None or not math.isfinite(log_value):
+        return "—"
+    return f"{pct(log_value):+.2f} %"
+
+
+def ci_pct(ci: tuple[float, float] | None) -> str:
+    if ci is None:
+        return "—"
+    return f"{pct(ci[0]):+.2f} to {pct(ci[1]):+.2f} %"
+
+
+def p_value(p: float | None) -> str:
+    if p is None or not math.isfinite(p):
+        return "—"
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+def percent(x: float | None, digits: int = 1) -> str:
+    if x is None or not math.isfinite(x):
+        return "—"
+    return f"{x:.{digits}f} %"
+
+
+def mde_pct(log_value: float | None) -> str:
+    if log_value is None or not math.isfinite(log_value):
+        return "—"
+    return f"{pct(log_value):.2f} %"
+
+
+def number(x: float | None, digits: int = 3) -> str:
+    if x is None or not math.isfinite(x):
+        return "—"
+    return f"{x:.{digits}g}"

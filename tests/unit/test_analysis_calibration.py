@@ -1,0 +1,138 @@
+"""Known-truth calibration on seeded synthetic runs, through the run files and the pairing.
+
+Each simulation writes a complete run directory (trial.json files), loads it, pairs it, and
+takes the p50 log-ratios; the 100 simulations are then analysed in one vectorised call with
+the same functions the report's verdicts use (primary metric: p50, unadjusted p).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from meshlab.analysis import stats
+from meshlab.analysis.analyse import analyse, log_ratios
+from meshlab.analysis.metrics import BY_KEY
+from meshlab.analysis.pairing import build_pairs
+from meshlab.analysis.run import load_run
+from meshlab.analysis.synthetic import SyntheticSpec, true_log_ratio, write_run
+
+SIMULATIONS = 100
+# A false-positive rate near alpha needs more simulations than coverage does: at 100 the binomial
+# error (±2.2 pp) is as large as the gap between a correct test's ~3.5 % and the 5 % limit.
+AA_SIMULATIONS = 200
+ROUNDS = 20  # the campaign size methodology T2 plans for
+MARGIN = math.log1p(0.02)
+
+
+def _simulate(root: Path, seeds: range, arms: tuple[str, str], effect: float) -> np.ndarray:
+    rows = []
+    for seed in seeds:
+        spec = SyntheticSpec(
+            seed=seed,
+            rounds=ROUNDS,
+            arms=arms,
+            effects={arms[1]: effect},
+            flood_effect={},
+            write_samples=False,
+            experiment_id=f"sim{seed}",
+        )
+        run = load_run(write_run(root, spec))
+        (pairs,) = build_pairs(run)
+        assert pairs.n == ROUNDS
+        rows.append(log_ratios(pairs, BY_KEY["latency_p50"]))
+    return np.array(rows)
+
+
+def test_a_3_percent_effect_is_detected_and_covered(tmp_path: Path) -> None:
+    arms = ("iptables", "ebpf")
+    d = _simulate(tmp_path, range(SIMULATIONS), arms, effect=-0.03)
+    truth = true_log_ratio(
+        SyntheticSpec(arms=arms, effects={"ebpf": -0.03}, flood_effect={}), "ebpf", "50x500"
+    )
+    assert truth == pytest.approx(math.log(0.97))
+    st = stats.paired_stats(d, MARGIN, np.random.default_rng(2026))
+    detected = stats.differs(st.ci95, st.wilcoxon_p)
+    covered = (st.ci95[:, 0] <= truth) & (truth <= st.ci95[:, 1])
+    assert detected.mean() >= 0.95, f"detected in {detected.mean():.0%}"
+    assert covered.mean() >= 0.95, f"CI covered the truth in {covered.mean():.0%}"
+    assert (st.estimate < 0).all()  # and always in the right direction
+
+
+def test_a_a_false_positive_rate_is_at_most_5_percent(tmp_path: Path) -> None:
+    arms = ("iptables", "iptables-again")  # the same dataplane twice
+    d = _simulate(tmp_path, range(1000, 1000 + AA_SIMULATIONS), arms, effect=0.0)
+    st = stats.paired_stats(d, MARGIN, np.random.default_rng(2027))
+    false_pos = stats.differs(st.ci95, st.wilcoxon_p)
+    assert false_pos.mean() <= 0.05, f"A/A false positives: {false_pos.mean():.0%}"
+    # methodology T4: the A/A ratio estimate sits near 1
+    assert abs(np.median(st.estimate)) < 0.005
+
+
+def test_the_report_pipeline_gives_the_core_s_answer(tmp_path: Path) -> None:
+    """analyse() on one run must agree with the vectorised core on the same log-ratios."""
+    spec = SyntheticSpec(seed=5, rounds=ROUNDS, flood_effect={}, write_samples=False)
+    run = load_run(write_run(tmp_path, spec))
+    result = analyse(run).comparisons[0].result("latency_p50")
+    assert result is not None and result.ci95 is not None
+    d = log_ratios(build_pairs(run)[0], BY_KEY["latency_p50"])
+    assert result.estimate == pytest.approx(stats.hodges_lehmann(d)[0])
+    assert result.kind == "faster" and result.text.startswith("ebpf is ")
+    assert result.ci95[0] <= math.log(0.97) <= result.ci95[1]
+
+
+def test_fewer_than_six_rounds_yields_no_ci(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path, SyntheticSpec(rounds=5, write_samples=False)))
+    for comparison in analyse(run).comparisons:
+        for r in comparison.results:
+            assert r.n == 5
+            assert r.ci95 is None and r.ci90 is None and r.wilcoxon_p is None
+            assert r.kind == "not-enough-rounds"
+            assert "not enough rounds" in r.text and "at least 6" in r.text
+
+
+def test_rejected_trials_never_enter_the_statistics(tmp_path: Path) -> None:
+    """Add rejected trials with absurd values to a run: not one statistic may move."""
+    run_dir = write_run(tmp_path, SyntheticSpec(seed=11, rounds=8, write_samples=False))
+    before = analyse(load_run(run_dir)).to_dict()["comparisons"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for src in sorted((run_dir / "trials").iterdir())[:6]:
+        doc = json.loads((src / "trial.json").read_text())
+        index = len(manifest["plan"])
+        manifest["plan"].append({**manifest["plan"][doc["plan_index"]], "index": index})
+        doc.update(
+            plan_index=index,
+            trial_id=f"{index:03d}-{doc['arm']}-junk",
+            attempt=2,
+            status="rejected",
+            rejection_reasons=["steal mean 9 % exceeds 0.5 %"],
+        )
+        doc["summary"]["latency_ms"] = {k: v * 50 for k, v in doc["summary"]["latency_ms"].items()}
+        for comp in doc["cpu"].values():
+            comp["per_1000_requests"] *= 50
+        junk = run_dir / "trials" / doc["trial_id"]
+        junk.mkdir()
+        (junk / "trial.json").write_text(json.dumps(doc))
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+
+    after_run = load_run(run_dir)
+    assert sum(not t.valid for t in after_run.trials) == 6
+    after = analyse(after_run).to_dict()["comparisons"]
+    assert after == before
+
+
+def test_a_round_missing_a_valid_trial_is_dropped_and_counted(tmp_path: Path) -> None:
+    spec = SyntheticSpec(
+        seed=12, rounds=8, reject=((3, "ebpf"), (6, "iptables")), requeue=False, write_samples=False
+    )
+    run = load_run(write_run(tmp_path, spec))
+    (pairs,) = build_pairs(run)
+    assert pairs.n == 6 and pairs.rounds == [1, 2, 4, 5, 7, 8]
+    assert pairs.dropped == [(3, "ebpf rejected"), (6, "iptables rejected")]
+    stats_json = analyse(run).to_dict()
+    assert stats_json["comparisons"][0]["rounds_dropped"] == 2
+    assert stats_json["gates"]["trials_rejected"] == 2
