@@ -266,6 +266,13 @@ def _load(pins: Pins, objects: dict[str, Path]) -> None:
         first = False
 
 
+# Removal order: stop redirecting new connections first, keep answering SO_ORIGINAL_DST for
+# connections already redirected until last (a sidecar may not have accepted them yet).
+_DETACH_ORDER = (bpfsys.CGROUP_INET4_CONNECT, bpfsys.CGROUP_SOCK_OPS, bpfsys.CGROUP_GETSOCKOPT)
+# Grace between the first and the last step when there is no splice drain to wait for anyway.
+GRACE_SECONDS = 0.1
+
+
 def _teardown(pins: Pins, cgroup_root: Path | None = None) -> dict:
     """Detach our programs everywhere, then unpin. Idempotent; returns what it removed."""
     removed: dict = {"cgroups": {}, "msg_verdict": False, "unpinned": False}
@@ -273,9 +280,8 @@ def _teardown(pins: Pins, cgroup_root: Path | None = None) -> dict:
         ours = {info.id: name for name, info in _pinned_progs(pins).items()}
     except BpfError:
         ours = {}
-    with suppress(BpfError):
-        _unsplice(pins)  # before the sockhash is freed with its pins
     scope = cgroup_root.resolve() if cgroup_root else None
+    doomed: list[tuple[Path, int, int, str]] = []
     for cgroup in _cgroups():
         for attach_type, prog_id in _cgroup_attachments(cgroup):
             name = ours.get(prog_id)
@@ -285,17 +291,31 @@ def _teardown(pins: Pins, cgroup_root: Path | None = None) -> dict:
                 candidate = _prog_name(prog_id)
                 if candidate and candidate.startswith(PROG_PREFIX):
                     name = candidate
-            if name is None:
+            if name is not None:
+                doomed.append((cgroup, attach_type, prog_id, name))
+    for step, attach_type in enumerate(_DETACH_ORDER):
+        for cgroup, a_type, prog_id, name in doomed:
+            if a_type != attach_type:
                 continue
-            _detach_id(cgroup, prog_id, attach_type)
+            _detach_id(cgroup, prog_id, a_type)
             removed["cgroups"].setdefault(str(cgroup), []).append(
-                {"program": name, "attach_type": bpfsys.ATTACH_TYPE_NAMES[attach_type]}
+                {"program": name, "attach_type": bpfsys.ATTACH_TYPE_NAMES[a_type]}
             )
+        if step == 0:
+            with suppress(BpfError):
+                # Before the sockhash is freed with its pins (which would drop queued data).
+                drained = _unsplice(pins) if _splice_on_safe(pins) else 0
+                if not drained and doomed:
+                    time.sleep(GRACE_SECONDS)
     removed["msg_verdict"] = _detach_verdict(pins)
     if pins.root.exists():
         shutil.rmtree(pins.root)  # bpffs supports unlink/rmdir: this unpins
         removed["unpinned"] = True
     return removed
+
+
+def _splice_on_safe(pins: Pins) -> bool:
+    return pins.map("ml_config").exists() and _splice_on(pins)
 
 
 def _detach_id(cgroup: Path, prog_id: int, attach_type: int) -> None:
@@ -322,7 +342,14 @@ def _verdict_attached(pins: Pins) -> bool:
     if not (pins.map(SOCKHASH).exists() and pins.prog("ml_redir").exists()):
         return False
     with bpfsys.pinned(pins.map(SOCKHASH)) as map_fd, bpfsys.pinned(pins.prog("ml_redir")) as pfd:
-        return bpfsys.prog_info(pfd).id in bpfsys.prog_query(map_fd, bpfsys.SK_MSG_VERDICT)
+        try:
+            return bpfsys.prog_info(pfd).id in bpfsys.prog_query(map_fd, bpfsys.SK_MSG_VERDICT)
+        except BpfError as err:
+            if err.errno != errno.EINVAL:
+                raise
+            # Kernels before 6.0 cannot query a sockmap's programs. Report "not attached":
+            # attaching again is harmless, and the verdict goes with the map on teardown.
+            return False
 
 
 def _attach_verdict(pins: Pins) -> None:
@@ -488,10 +515,12 @@ def _reconcile_cgroup(cgroup: Path, pins: Pins, infos: dict[str, bpfsys.ProgInfo
                     bpfsys.prog_detach(cg_fd, prog_fd, prog.attach_type)
 
 
-def _detach_cgroup(cgroup: Path, pins: Pins, infos: dict[str, bpfsys.ProgInfo]) -> None:
+def _detach_cgroup(
+    cgroup: Path, pins: Pins, infos: dict[str, bpfsys.ProgInfo], attach_type: int
+) -> None:
     with bpfsys.opened_dir(cgroup) as cg_fd:
         for name, prog in PROGS.items():
-            if prog.attach_type not in CGROUP_ATTACH_TYPES or name not in infos:
+            if prog.attach_type != attach_type or name not in infos:
                 continue
             if infos[name].id in bpfsys.prog_query(cg_fd, prog.attach_type):
                 with bpfsys.pinned(pins.prog(name)) as prog_fd:
@@ -627,10 +656,12 @@ def detach(
             _unregister_cgroups(pins, leaving)
             staying = {_cgroup_id(cg) for cg in _attached_cgroups(infos)} - leaving
             _sync_pod_ips(pins, staying)
-            _unsplice(pins)
-            for cgroup in existing:
-                _detach_cgroup(cgroup, pins, infos)
-                removed["cgroups"][str(cgroup)] = "detached"
+            for attach_type in _DETACH_ORDER:
+                for cgroup in existing:
+                    _detach_cgroup(cgroup, pins, infos, attach_type)
+                    removed["cgroups"][str(cgroup)] = "detached"
+                if attach_type == bpfsys.CGROUP_INET4_CONNECT and not _unsplice(pins):
+                    time.sleep(GRACE_SECONDS)
             if not _settle(pins, infos):
                 removed.update(_teardown(pins, cgroup_root), cgroups=removed["cgroups"])
             return removed
@@ -696,8 +727,7 @@ def status(pin_root: Path = DEFAULT_PIN_ROOT) -> dict:
 
 def splice_enabled(pin_root: Path = DEFAULT_PIN_ROOT) -> bool:
     """Whether the stack bypass is switched on (ml_config.splice); cheap, takes no lock."""
-    pins = Pins(Path(pin_root))
-    return pins.map("ml_config").exists() and _splice_on(pins)
+    return _splice_on_safe(Pins(Path(pin_root)))
 
 
 def _map_counts(pins: Pins) -> dict[str, dict[str, int]]:
