@@ -964,3 +964,42 @@ def test_real_envoy_serves_through_both_sidecars(scratch: Scratch, envoys, arm, 
         assert spliced == (6 if mode == "ebpf" else 0)
     finally:
         dataplane.detach(PIN_ROOT, pod_cgroups=cgroups)
+
+
+# --- feature errors --------------------------------------------------------------------------
+
+
+def test_missing_kernel_feature_fails_before_touching_anything(
+    scratch: Scratch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meshlab.errors import MeshlabError
+
+    def no_sk_msg() -> list[features.Missing]:
+        return [features.Missing("kernel program type sk_msg", "needed for the splice")]
+
+    monkeypatch.setattr(features, "kernel_missing", no_sk_msg)
+    with pytest.raises(MeshlabError, match="missing kernel program type sk_msg"):
+        dataplane.attach(scratch.pod_cgroups, IPS, "ebpf", pin_root=PIN_ROOT)
+    assert not PIN_ROOT.exists()
+    assert ml_programs_by_cgroup() == {}
+
+
+def test_program_the_kernel_rejects_is_named_and_rolled_back(scratch: Scratch, tmp_path) -> None:
+    """A verifier rejection half-way through loading (here: a helper id no kernel has, in the
+    last object) names the helper, and leaves no pins or attachments behind."""
+    from meshlab.ebpf import build
+    from meshlab.errors import MeshlabError
+
+    src = tmp_path / "bpf"
+    shutil.copytree(build.BPF_DIR, src, ignore=shutil.ignore_patterns("build"))
+    redir = src / "mb_redir.c"
+    redir.write_text(
+        redir.read_text().replace(
+            "\tif (msg->family != ML_AF_INET",
+            "\t((long (*)(void))9999)();\n\tif (msg->family != ML_AF_INET",
+        )
+    )
+    with pytest.raises(MeshlabError, match=r"missing kernel BPF helper #9999 .*mb_redir"):
+        dataplane.attach(scratch.pod_cgroups, IPS, "ebpf", pin_root=PIN_ROOT, src_dir=src)
+    assert not PIN_ROOT.exists()
+    assert ml_programs_by_cgroup() == {}
