@@ -75,7 +75,9 @@ def settle(
         sleep(interval_s)
 
 
-def _result(seconds: float, busy: float, stable: bool, timed_out: bool, rules: int) -> dict[str, object]:
+def _result(
+    seconds: float, busy: float, stable: bool, timed_out: bool, rules: int
+) -> dict[str, object]:
     return {
         "seconds": round(seconds, 3),
         "cpu_busy_percent": round(busy, 3),
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.output.with_suffix(".tmp")
         tmp.write_text(text + "\n")
-        os.replace(tmp, args.output)
+        tmp.replace(args.output)
     print(text)
     return 0
 

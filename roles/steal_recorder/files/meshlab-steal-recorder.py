@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import time
 from pathlib import Path
 
-FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
+FIELDS = (
+    "user",
+    "nice",
+    "system",
+    "idle",
+    "iowait",
+    "irq",
+    "softirq",
+    "steal",
+    "guest",
+    "guest_nice",
+)
 
 
 def parse_proc_stat(text: str) -> dict[str, dict[str, int]]:
@@ -34,14 +44,16 @@ def parse_proc_stat(text: str) -> dict[str, dict[str, int]]:
 
 
 def sample_line(t: float, host: str, stat_text: str) -> str:
-    return json.dumps({"t": round(t, 6), "host": host, "cpus": parse_proc_stat(stat_text)}, separators=(",", ":"))
+    return json.dumps(
+        {"t": round(t, 6), "host": host, "cpus": parse_proc_stat(stat_text)}, separators=(",", ":")
+    )
 
 
 def rotate_if_large(path: Path, max_bytes: int) -> None:
     """Keep one previous file: the engine fetches after every trial, so two files cover it."""
     try:
         if path.stat().st_size >= max_bytes:
-            os.replace(path, path.with_name(path.name + ".1"))
+            path.replace(path.with_name(path.name + ".1"))
     except FileNotFoundError:
         pass
 

@@ -1,0 +1,152 @@
+"""The Python programs the cluster roles install on the VMs (standard library, Debian's python3)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[2]
+PROC_STAT = """cpu  10 1 20 300 4 0 5 7 0 0
+cpu0 5 1 10 150 2 0 3 6 0 0
+cpu1 5 0 10 150 2 0 2 1 0 0
+intr 12345 0 0
+ctxt 999
+"""
+
+
+def load(path: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(Path(path).stem.replace("-", "_"), REPO / path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+recorder = load("roles/steal_recorder/files/meshlab-steal-recorder.py")
+settle_mod = load("roles/flooder/files/meshlab-settle.py")
+tuning = load("roles/node_prep/files/meshlab-cpu-tuning.py")
+
+
+def test_recorder_line_has_the_results_readme_format() -> None:
+    line = json.loads(recorder.sample_line(1700000000.5, "w1", PROC_STAT))
+    assert set(line) == {"t", "host", "cpus"}
+    assert line["t"] == 1700000000.5 and line["host"] == "w1"
+    assert set(line["cpus"]) == {"cpu", "cpu0", "cpu1"}
+    assert line["cpus"]["cpu0"] == {
+        "user": 5,
+        "nice": 1,
+        "system": 10,
+        "idle": 150,
+        "iowait": 2,
+        "irq": 0,
+        "softirq": 3,
+        "steal": 6,
+        "guest": 0,
+        "guest_nice": 0,
+    }
+
+
+def test_recorder_pads_short_cpu_lines_with_zeros() -> None:
+    cpus = recorder.parse_proc_stat("cpu 1 2 3 4\n")
+    assert cpus["cpu"]["steal"] == 0 and cpus["cpu"]["idle"] == 4
+
+
+def test_recorder_appends_real_samples(tmp_path: Path) -> None:
+    out = tmp_path / "proc-stat.jsonl"
+    recorder.run(out, "here", 0.05, 1 << 20, count=3)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 3
+    assert lines[0]["t"] < lines[1]["t"] < lines[2]["t"]
+    assert all("cpu" in x["cpus"] for x in lines)
+
+
+def test_recorder_rotates_once(tmp_path: Path) -> None:
+    out = tmp_path / "p.jsonl"
+    out.write_text("x" * 100)
+    recorder.rotate_if_large(out, 50)
+    assert not out.exists() and (tmp_path / "p.jsonl.1").read_text() == "x" * 100
+
+
+class FakeNode:
+    """Rules change until t=5 s, kube-proxy burns 50 % CPU until t=8 s, then idle."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.ticks = 0
+
+    def clock(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        if self.t < 8:
+            self.ticks += int(50 * s)  # 100 ticks/s = 100 %
+        self.t += s
+
+    def rules(self) -> int:
+        return 1000 + int(min(self.t, 5.0)) * 100
+
+
+def test_settle_waits_for_stable_rules_and_idle_kube_proxy() -> None:
+    node = FakeNode()
+    result = settle_mod.settle(
+        node.rules, lambda: node.ticks, node.clock, node.sleep, 3, 2.0, 600, 100
+    )
+    assert result["timed_out"] is False and result["rules_stable"] is True
+    assert result["rules"] == 1500
+    # kube-proxy stops at 8 s; the 3-second window after that is clean at 11 s.
+    assert result["seconds"] == 11
+    assert result["cpu_busy_percent"] < 2.0
+
+
+def test_settle_times_out_on_a_busy_kube_proxy() -> None:
+    t = [0.0]
+    ticks = [0]
+
+    def sleep(s: float) -> None:
+        t[0] += s
+        ticks[0] += 30
+
+    result = settle_mod.settle(lambda: 7, lambda: ticks[0], lambda: t[0], sleep, 3, 2.0, 20, 100)
+    assert result["timed_out"] is True and result["rules_stable"] is True
+    assert result["cpu_busy_percent"] > 2.0
+
+
+def test_process_ticks_reads_utime_and_stime(tmp_path: Path) -> None:
+    for pid, comm, ut, st in [
+        ("10", "kube-proxy", 7, 3),
+        ("11", "bash", 100, 100),
+        ("12", "kube-proxy", 1, 1),
+    ]:
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "comm").write_text(comm + "\n")
+        fields = ["S", "1", "1", "1", "0", "-1", "0", "0", "0", "0", "0", str(ut), str(st)]
+        (tmp_path / pid / "stat").write_text(f"{pid} ({comm}) " + " ".join(fields) + " 0 0\n")
+    (tmp_path / "self").mkdir()
+    assert settle_mod.process_ticks("kube-proxy", tmp_path) == 12
+
+
+def test_cpu_tuning_masks_and_irq_steering(tmp_path: Path) -> None:
+    assert tuning.parse_cpulist("0-2,5") == [0, 1, 2, 5]
+    assert tuning.cpulist_to_mask([0]) == "00000001"
+    assert tuning.cpulist_to_mask([0, 33]) == "00000002,00000001"
+    irq = tmp_path / "irq"
+    for n in ("1", "2"):
+        (irq / n).mkdir(parents=True)
+        (irq / n / "smp_affinity_list").write_text("0-3\n")
+    (irq / "default_smp_affinity").write_text("f\n")
+    assert tuning.steer_irqs(irq, "0") == {"irqs_on_housekeeping": 2, "irqs_refused": 0}
+    assert (irq / "1" / "smp_affinity_list").read_text() == "0"
+
+
+def test_cpu_tuning_sets_the_governor_only_where_available(tmp_path: Path) -> None:
+    for cpu, available in (("cpu0", "performance powersave"), ("cpu1", "schedutil")):
+        d = tmp_path / cpu / "cpufreq"
+        d.mkdir(parents=True)
+        (d / "scaling_governor").write_text("powersave\n")
+        (d / "scaling_available_governors").write_text(available + "\n")
+    report = tuning.set_governor(tmp_path, "performance")
+    assert report == {"cpufreq_exposed": True, "cpus_with_governor": 1, "governor": "performance"}
+    assert (tmp_path / "cpu0/cpufreq/scaling_governor").read_text() == "performance"
+    assert tuning.set_governor(tmp_path / "none", "performance")["cpufreq_exposed"] is False
