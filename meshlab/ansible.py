@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,7 @@ def run_playbook(
     title: str | None = None,
     console: Console | None = None,
     quiet: bool = False,
+    watch: Callable[[dict[str, Any]], None] | None = None,
 ) -> PlaybookRun:
     """Run `playbook` (relative to the repo root); raise MeshlabError naming the failed task."""
     console = console or Console(stderr=True)
@@ -82,15 +85,24 @@ def run_playbook(
     started = time.monotonic()
     tasks_done = 0
 
-    with console.status(title or f"ansible: {playbook}", spinner="dots") as status:
+    # `watch` takes over the display (e.g. a progress bar); otherwise a spinner names the task.
+    display = (
+        console.status(title or f"ansible: {playbook}", spinner="dots")
+        if watch is None
+        else nullcontext()
+    )
+    with display as status:
 
         def on_event(ev: dict[str, Any]) -> bool:
             nonlocal tasks_done
             kind = ev.get("event", "")
             data = ev.get("event_data", {})
+            if watch is not None:
+                watch(ev)
             if kind == "playbook_on_task_start":
                 tasks_done += 1
-                status.update(f"{title or playbook}: [{tasks_done}] {data.get('task', '')}")
+                if status is not None:
+                    status.update(f"{title or playbook}: [{tasks_done}] {data.get('task', '')}")
             elif kind == "runner_on_unreachable" or (
                 kind == "runner_on_failed" and not data.get("ignore_errors")
             ):

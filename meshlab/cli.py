@@ -24,6 +24,33 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
+# --- experiments ---------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    experiment: Annotated[
+        Path, typer.Argument(help="an experiment definition, e.g. experiments/default.yml")
+    ],
+    resume: Annotated[
+        Path | None, typer.Option(help="continue this interrupted run directory")
+    ] = None,
+    results_dir: Annotated[Path, typer.Option(help="where run directories go")] = Path("results"),
+    report_: Annotated[
+        bool, typer.Option("--report/--no-report", help="build the report at the end")
+    ] = True,
+) -> None:
+    """Run a paired experiment (experiment.yml through ansible-runner) with a progress bar."""
+    from meshlab.experiment import runner
+
+    try:
+        runner.run(experiment, resume, results_dir, report=report_)
+    except MeshlabError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
 # --- report / compare (meshlab.analysis) -----------------------------------------------------
 
 

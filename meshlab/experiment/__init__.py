@@ -1,0 +1,1 @@
+"""Experiments: definitions (data), the seeded plan, trials, gates and the run store."""

@@ -1,0 +1,5 @@
+import sys
+
+from meshlab.experiment.engine import main
+
+sys.exit(main())

@@ -1,0 +1,62 @@
+"""The k6 load of one trial: constant-arrival-rate (open model), a warm-up scenario then the
+measured one, keep-alive or a new connection on every hop."""
+
+from __future__ import annotations
+
+import json
+
+from meshlab.experiment.spec import LoadPoint
+
+# Thresholds that always pass force k6 to export these per-scenario submetrics in its summary.
+_SUBMETRICS = (
+    "dropped_iterations{scenario:measure}",
+    "http_reqs{scenario:measure}",
+    "http_req_failed{scenario:measure}",
+    "iterations{scenario:measure}",
+)
+
+
+def vus_for(lp: LoadPoint) -> tuple[int, int]:
+    """Pre-allocate enough VUs that a 250 ms stall at this rate needs no new VU mid-run
+    (allocating VUs during the measured window shows up as dropped iterations)."""
+    pre = max(100, lp.rate // 4)
+    return pre, max(pre * 4, 200)
+
+
+def script(lp: LoadPoint, url: str) -> str:
+    pre, max_vus = vus_for(lp)
+    scenario = {
+        "executor": "constant-arrival-rate",
+        "rate": lp.rate,
+        "timeUnit": "1s",
+        "preAllocatedVUs": pre,
+        "maxVUs": max_vus,
+        "gracefulStop": "2s",
+    }
+    scenarios = {}
+    if lp.warmup_s > 0:
+        scenarios["warmup"] = {**scenario, "duration": f"{lp.warmup_s}s"}
+    scenarios["measure"] = {
+        **scenario,
+        "duration": f"{lp.duration_s}s",
+        "startTime": f"{lp.warmup_s}s",
+    }
+    new_connection = lp.connection_mode == "new-connection"
+    options = {
+        "scenarios": scenarios,
+        "discardResponseBodies": True,
+        # k6 -> client sidecar: a new TCP connection per request in new-connection mode ...
+        "noConnectionReuse": new_connection,
+        "noVUConnectionReuse": new_connection,
+        "thresholds": {m: ["count>=0"] if "failed" not in m else ["rate>=0"] for m in _SUBMETRICS},
+        "summaryTrendStats": ["min", "med", "avg", "p(90)", "p(99)", "p(99.9)", "max"],
+    }
+    # ... and sidecar -> sidecar -> app: the header selects the sidecars' non-pooling clusters.
+    headers = {"x-meshlab-connection": "new"} if new_connection else {}
+    return (
+        "import http from 'k6/http';\n"
+        f"export const options = {json.dumps(options, indent=2)};\n"
+        f"const URL = {json.dumps(url)};\n"
+        f"const PARAMS = {{ headers: {json.dumps(headers)} }};\n"
+        "export default function () { http.get(URL, PARAMS); }\n"
+    )

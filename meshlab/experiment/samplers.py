@@ -1,0 +1,115 @@
+"""Per-second CPU samples during a trial: /proc/stat (every CPU, steal included) and each
+component cgroup's cpu.stat. Samples are cumulative counters; rates come from differences."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+PROC_STAT_FIELDS = (
+    "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice",
+)  # fmt: skip
+# guest time is already counted in user (and guest_nice in nice): never add it twice.
+_BUSY = ("user", "nice", "system", "irq", "softirq", "steal")
+_IDLE = ("idle", "iowait")
+
+
+def parse_proc_stat(text: str) -> dict[str, dict[str, int]]:
+    """`cpu` and `cpuN` lines of /proc/stat -> {name: {field: ticks}} (missing fields = 0)."""
+    cpus = {}
+    for line in text.splitlines():
+        if not line.startswith("cpu"):
+            continue
+        name, *values = line.split()
+        ticks = [int(v) for v in values] + [0] * (len(PROC_STAT_FIELDS) - len(values))
+        cpus[name] = dict(zip(PROC_STAT_FIELDS, ticks, strict=False))
+    return cpus
+
+
+def parse_cpu_stat(text: str) -> dict[str, int]:
+    """cgroup v2 cpu.stat -> {usage_usec, user_usec, system_usec, ...}."""
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            out[key] = int(value)
+    return out
+
+
+def busy_and_total(a: dict[str, int], b: dict[str, int]) -> tuple[int, int]:
+    busy = sum(b[k] - a[k] for k in _BUSY)
+    return busy, busy + sum(b[k] - a[k] for k in _IDLE)
+
+
+def steal_percent(a: dict[str, int], b: dict[str, int]) -> float:
+    _, total = busy_and_total(a, b)
+    return 100.0 * (b["steal"] - a["steal"]) / total if total > 0 else 0.0
+
+
+def busy_percent(a: dict[str, int], b: dict[str, int]) -> float:
+    busy, total = busy_and_total(a, b)
+    return 100.0 * busy / total if total > 0 else 0.0
+
+
+class Sampler:
+    """Writes one JSON line per second per source until stopped (a daemon thread)."""
+
+    def __init__(
+        self,
+        proc_stat_out: TextIO,
+        cgroup_out: TextIO,
+        components: dict[str, Path],
+        host: str | None = None,
+        interval: float = 1.0,
+    ) -> None:
+        self.proc_stat_out, self.cgroup_out = proc_stat_out, cgroup_out
+        self.components = components
+        self.host = host or socket.gethostname()
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sampler", daemon=True)
+
+    def sample(self) -> None:
+        t = time.time()
+        stat = parse_proc_stat(Path("/proc/stat").read_text())
+        self.proc_stat_out.write(json.dumps({"t": t, "host": self.host, "cpus": stat}) + "\n")
+        for name, cgroup in self.components.items():
+            try:
+                cpu = parse_cpu_stat((cgroup / "cpu.stat").read_text())
+            except OSError:
+                continue
+            row: dict[str, Any] = {"t": t, "host": self.host, "component": name}
+            row.update({k: cpu.get(k, 0) for k in ("usage_usec", "user_usec", "system_usec")})
+            self.cgroup_out.write(json.dumps(row) + "\n")
+
+    def _loop(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            self.sample()
+            next_at += self.interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+        self.sample()  # a last sample closes the final interval
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def cpu_busy_now(seconds: float = 1.0) -> float:
+    """Busiest CPU's busy % over `seconds` (the settle gate's idleness check)."""
+    a = parse_proc_stat(Path("/proc/stat").read_text())
+    time.sleep(seconds)
+    b = parse_proc_stat(Path("/proc/stat").read_text())
+    return max(busy_percent(a[c], b[c]) for c in a if c != "cpu")

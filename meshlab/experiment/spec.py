@@ -1,0 +1,162 @@
+"""Experiment definitions are data (experiments/*.yml), validated here.
+
+Errors name the file, the field path and what is allowed, in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from meshlab.errors import MeshlabError
+from meshlab.testbed.flood import parse_flood
+
+Dataplane = Literal["iptables", "ebpf", "ebpf-connect"]
+CpuList = Annotated[str, Field(pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Arm(_Strict):
+    dataplane: Dataplane
+    description: str = ""
+
+
+class LoadPoint(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+    rate: Annotated[int, Field(gt=0, le=100_000, description="requests per second (open model)")]
+    duration_s: Annotated[int, Field(gt=0, le=3600, description="measured window")]
+    warmup_s: Annotated[int, Field(ge=0, le=600)] = 5
+    connection_mode: Literal["keepalive", "new-connection"] = "keepalive"
+    path: Annotated[str, Field(pattern=r"^/")] = "/get"
+
+    @model_validator(mode="after")
+    def _warmup_shorter_than_duration(self) -> LoadPoint:
+        if self.warmup_s >= self.duration_s:
+            raise ValueError(
+                f"warmup_s ({self.warmup_s}) must be shorter than duration_s ({self.duration_s})"
+            )
+        return self
+
+
+class Gates(_Strict):
+    steal_mean_percent: Annotated[float, Field(ge=0)] = 0.5
+    steal_max_percent: Annotated[float, Field(ge=0)] = 5.0
+    rate_tolerance_percent: Annotated[float, Field(ge=0, le=50)] = 1.0
+    max_requeues: Annotated[int, Field(ge=0, le=20)] = 2
+    max_rejected_share: Annotated[float, Field(ge=0, le=1)] = 0.2
+    settle_cpu_busy_percent: Annotated[float, Field(gt=0, le=100)] = 25.0
+    settle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
+class Pinning(_Strict):
+    """CPU lists (taskset syntax) per component; duet designs give each pair its own CPUs."""
+
+    k6: CpuList = "0"
+    client_sidecar: CpuList = "1"
+    server_sidecar: CpuList = "1"
+    app: CpuList = "1"
+
+
+class Analysis(_Strict):
+    equivalence_margin_percent: Annotated[float, Field(gt=0, le=50)] = 2.0
+    primary_metric: Literal["p50", "p90", "p99", "cpu"] = "p50"
+
+
+class Experiment(_Strict):
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+    description: str
+    arms: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")], Arm]
+    load_points: Annotated[list[LoadPoint], Field(min_length=1)]
+    flood_sizes: Annotated[list[str], Field(min_length=1)] = ["off"]
+    rounds: Annotated[int, Field(ge=1, le=1000)]
+    design: Literal["rmit", "duet", "sequential"] = "rmit"
+    seed: int
+    gates: Gates = Gates()
+    pinning: Pinning = Pinning()
+    analysis: Analysis = Analysis()
+
+    @field_validator("arms")
+    @classmethod
+    def _two_or_more_arms(cls, arms: dict[str, Arm]) -> dict[str, Arm]:
+        if len(arms) < 2:
+            raise ValueError("needs at least 2 arms to compare (the first is the baseline)")
+        return arms
+
+    @field_validator("flood_sizes")
+    @classmethod
+    def _flood_sizes(cls, sizes: list[str]) -> list[str]:
+        out = []
+        for i, size in enumerate(sizes):
+            try:
+                out.append(str(parse_flood(str(size), field=f"flood_sizes[{i}]")))
+            except MeshlabError as err:
+                raise ValueError(str(err)) from None
+        return out
+
+    @model_validator(mode="after")
+    def _design_fits(self) -> Experiment:
+        if self.design == "duet" and len(self.arms) != 2:
+            raise ValueError("design duet runs exactly 2 arms at once (one per pod pair)")
+        names = [lp.name for lp in self.load_points]
+        if len(set(names)) != len(names):
+            raise ValueError(f"load_points: names must be unique, got {names}")
+        return self
+
+    @property
+    def baseline(self) -> str:
+        return next(iter(self.arms))
+
+    def canonical(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def spec_hash(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _message(err: dict[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key (not part of the experiment schema)"
+    if err["type"] == "missing":
+        return "required field is missing"
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def parse(data: Any, source: str) -> Experiment:
+    """Validate already-loaded data; `source` names it in errors."""
+    if not isinstance(data, dict):
+        raise MeshlabError(f"{source}: expected a mapping of experiment fields at the top level")
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise MeshlabError(
+            f"{source}: {_field_path(first['loc'])}: {_message(first)}{more}"
+        ) from None
+
+
+def load(path: Path | str) -> Experiment:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise MeshlabError(f"{path}: no such experiment file") from None
+    except yaml.YAMLError as err:
+        raise MeshlabError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+    return parse(data, str(path))
