@@ -16,52 +16,34 @@ redirect observed here is the eBPF programs' doing.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from meshlab.ebpf import dataplane, features
+from meshlab.ebpf.devlab import DevLab, cgroup2_root, envoy_stat, sh, start_envoy, wait_for
 
 pytestmark = pytest.mark.root
 
 PIN_ROOT = Path("/sys/fs/bpf/meshlab-dev")
-NS = {
-    "node": "mbdev-node",
-    "client": "mbdev-client",
-    "server": "mbdev-server",
-    "eclient": "mbdev-eclient",
-    "eserver": "mbdev-eserver",
-}
 IPS = {
     "client": "198.18.200.10",
     "server": "198.18.200.20",
     "eclient": "198.18.200.30",
     "eserver": "198.18.200.40",
 }
-GATEWAY = "198.18.200.1"
-VETH = {"client": "mbdev-c0", "server": "mbdev-s0", "eclient": "mbdev-ec0", "eserver": "mbdev-es0"}
 PODS = ("client", "server")  # Python sidecars
 ENVOY_PODS = ("eclient", "eserver")  # real Envoy sidecars
-
-
-def _cgroup2() -> Path:
-    return features.cgroup2_mounts(Path("/proc/self/mountinfo").read_text())[0]
-
-
-CG_ROOT = _cgroup2() / "mbdev"
+CG_ROOT = cgroup2_root() / "mbdev"
 
 SIDECAR = textwrap.dedent(
     """
@@ -234,48 +216,14 @@ CLIENT = textwrap.dedent(
 )
 
 
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=60)
-
-
-def netns_exec(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return sh("ip", "netns", "exec", ns, *argv, check=check)
-
-
-@dataclass
-class Scratch:
-    """The scratch topology and the processes running in it."""
-
-    workdir: Path
-    procs: list[subprocess.Popen] = field(default_factory=list)
-
-    def cgroup(self, pod: str, component: str | None = None) -> Path:
-        return CG_ROOT / pod / component if component else CG_ROOT / pod
-
-    @property
-    def pod_cgroups(self) -> dict[str, Path]:
-        return {pod: self.cgroup(pod) for pod in PODS}
+class Scratch(DevLab):
+    """The mbdev topology plus helpers to read the fake sidecars' logs and drive clients."""
 
     def log(self, name: str) -> list[dict]:
         path = self.workdir / f"{name}.log"
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    def spawn(
-        self, pod: str, component: str, argv: list[str], uid: int | None = None, **popen
-    ) -> subprocess.Popen:
-        """Start argv in the pod's namespace and cgroup (optionally as uid/gid `uid`)."""
-        cmd = ["ip", "netns", "exec", NS[pod]]
-        if uid is not None:
-            cmd += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-        cmd += argv
-        # Enter the cgroup before exec so every socket the program creates belongs to it.
-        procs = self.cgroup(pod, component) / "cgroup.procs"
-        wrapper = ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh", *cmd]
-        proc = subprocess.Popen(wrapper, **popen)
-        self.procs.append(proc)
-        return proc
 
     def client(self, pod: str, ip: str, port: int, uid: int | None = None) -> Client:
         component = "sidecar" if uid == 1337 else "app"
@@ -317,25 +265,9 @@ class Client:
             self.proc.wait(timeout=10)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
-
-
-def veth_bytes(pod: str) -> int:
-    """Bytes through the pod's veth (node side, both directions)."""
-    out = sh("ip", "-n", NS["node"], "-s", "-j", "link", "show", VETH[pod]).stdout
-    stats = json.loads(out)[0]["stats64"]
-    return stats["rx"]["bytes"] + stats["tx"]["bytes"]
-
-
 def ml_programs_by_cgroup() -> dict[str, list[str]]:
     """`bpftool cgroup tree`: cgroup -> names of ml_* programs attached to it."""
-    tree = json.loads(sh("bpftool", "cgroup", "tree", str(_cgroup2()), "-j").stdout.strip() or "[]")
+    tree = json.loads(sh("bpftool", "cgroup", "tree", str(cgroup2_root()), "-j").stdout or "[]")
     found = {
         entry["cgroup"]: sorted(p["name"] for p in entry["programs"] if p["name"].startswith("ml_"))
         for entry in tree
@@ -344,125 +276,45 @@ def ml_programs_by_cgroup() -> dict[str, list[str]]:
 
 
 def ml_programs_on_root() -> list[str]:
-    shown = json.loads(
-        sh("bpftool", "cgroup", "show", str(_cgroup2()), "-j").stdout.strip() or "[]"
-    )
-    return [p["name"] for p in shown if p["name"].startswith("ml_")]
-
-
-# --- topology --------------------------------------------------------------------------------
-
-
-def _kill_cgroup_members() -> None:
-    """SIGKILL what runs in our scratch cgroups (only processes this module started)."""
-    if not CG_ROOT.exists():
-        return
-    for procs in CG_ROOT.rglob("cgroup.procs"):
-        for pid in procs.read_text().split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-
-
-def _teardown_topology(scratch: Scratch | None) -> None:
-    if scratch is not None:
-        for proc in scratch.procs:
-            if proc.poll() is None:
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-    dataplane.detach(PIN_ROOT, cgroup_root=CG_ROOT)
-    _kill_cgroup_members()
-    for ns in NS.values():
-        sh("ip", "netns", "del", ns, check=False)
-    if CG_ROOT.exists():
-        wait_for(lambda: not any(p.read_text().split() for p in CG_ROOT.rglob("cgroup.procs")))
-        for path in sorted(CG_ROOT.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-            if path.is_dir():
-                path.rmdir()
-        CG_ROOT.rmdir()
-    if scratch is not None:
-        shutil.rmtree(scratch.workdir, ignore_errors=True)
-
-
-def _build_topology() -> None:
-    for ns in NS.values():
-        sh("ip", "netns", "add", ns)
-        netns_exec(ns, "ip", "link", "set", "lo", "up")
-    node = NS["node"]
-    # The gateway address lives on the node's lo (no dummy module needed); proxy ARP on the
-    # veths answers for it.
-    sh("ip", "-n", node, "addr", "add", f"{GATEWAY}/32", "dev", "lo")
-    netns_exec(node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-    for pod in PODS + ENVOY_PODS:
-        veth, ns, ip = VETH[pod], NS[pod], IPS[pod]
-        # Created inside the node namespace: nothing ever appears in the host's.
-        sh(
-            "ip",
-            "-n",
-            node,
-            "link",
-            "add",
-            veth,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns,
-        )
-        sh("ip", "-n", node, "link", "set", veth, "up")
-        netns_exec(node, "sysctl", "-qw", f"net.ipv4.conf.{veth}.proxy_arp=1")
-        sh("ip", "-n", node, "route", "add", f"{ip}/32", "dev", veth)
-        sh("ip", "-n", ns, "addr", "add", f"{ip}/32", "dev", "eth0")
-        sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        sh(
-            "ip",
-            "-n",
-            ns,
-            "route",
-            "add",
-            "198.18.200.0/24",
-            "via",
-            GATEWAY,
-            "dev",
-            "eth0",
-            "onlink",
-        )
-        for component in ("sidecar", "app"):
-            (CG_ROOT / pod / component).mkdir(parents=True, exist_ok=True)
+    shown = sh("bpftool", "cgroup", "show", str(cgroup2_root()), "-j").stdout.strip()
+    return [p["name"] for p in json.loads(shown or "[]") if p["name"].startswith("ml_")]
 
 
 @pytest.fixture(scope="module")
 def scratch(request: pytest.FixtureRequest) -> Iterator[Scratch]:
-    _teardown_topology(None)  # leftovers of a crashed earlier run
-    workdir = Path(tempfile.mkdtemp(prefix="mbdev-"))
-    workdir.chmod(0o777)  # the uid-1337 sidecars write their logs here
-    state = Scratch(workdir)
-    request.addfinalizer(lambda: _teardown_topology(state))
+    lab = Scratch(
+        prefix="mbdev",
+        pods=IPS,
+        gateway="198.18.200.1",
+        subnet="198.18.200.0/24",
+        pin_root=PIN_ROOT,
+    )
+    request.addfinalizer(lab.teardown)  # registered first: runs even if set-up fails
     for name, text in (("sidecar", SIDECAR), ("echo", ECHO_APP), ("client", CLIENT)):
-        (workdir / f"{name}.py").write_text(text)
-        (workdir / f"{name}.py").chmod(0o644)
-    _build_topology()
+        (lab.workdir / f"{name}.py").write_text(text)
+        (lab.workdir / f"{name}.py").chmod(0o644)
+    lab.build()
     for pod in PODS:
-        log = workdir / f"sidecar-{pod}.log"
-        state.spawn(pod, "sidecar", [sys.executable, str(workdir / "sidecar.py"), str(log)], 1337)
-    state.spawn(
-        "server", "app", [sys.executable, str(workdir / "echo.py"), str(workdir / "app.log")]
+        log = lab.workdir / f"sidecar-{pod}.log"
+        lab.spawn(pod, "sidecar", [sys.executable, str(lab.workdir / "sidecar.py"), str(log)], 1337)
+    lab.spawn(
+        "server",
+        "app",
+        [sys.executable, str(lab.workdir / "echo.py"), str(lab.workdir / "app.log")],
     )
     for name in ("sidecar-client", "sidecar-server", "app"):
-        assert wait_for(lambda n=name: any(e.get("ready") for e in state.log(n))), name
-    yield state
+        assert wait_for(lambda n=name: any(e.get("ready") for e in lab.log(n))), name
+    yield lab
 
 
 @pytest.fixture
-def arm(scratch: Scratch) -> Callable[[str | None], dict]:
-    """Put both scratch pods in an arm (None = eBPF detached); always detached afterwards."""
+def arm(scratch: Scratch) -> Iterator[Callable[[str | None], dict]]:
+    """Put both Python-sidecar pods in an arm (None = eBPF detached); detached afterwards."""
 
     def apply(mode: str | None) -> dict:
         if mode is None:
             return dataplane.detach(PIN_ROOT, cgroup_root=CG_ROOT)
-        return dataplane.attach(scratch.pod_cgroups, IPS, mode, pin_root=PIN_ROOT)
+        return dataplane.attach(scratch.pod_cgroups(PODS), IPS, mode, pin_root=PIN_ROOT)
 
     yield apply
     dataplane.detach(PIN_ROOT, cgroup_root=CG_ROOT)
@@ -560,12 +412,12 @@ def test_sockhash_splices_a_keepalive_connection(scratch: Scratch, arm) -> None:
         # three connections, both ends of each in the sockhash.
         assert status["maps"]["ml_sock_pairs"]["entries"] == 6
         assert status["msg_verdict_attached"]
-        before = veth_bytes("client")
+        before = scratch.veth_bytes("client")
         for size in (1, 100, 1400, 65536, 1 << 20, 3 * (1 << 20) + 7):
             assert client.cmd(f"rt {size}")["ok"], size
         for _ in range(200):  # many small writes
             assert client.cmd("rt 64")["ok"]
-        moved = veth_bytes("client") - before
+        moved = scratch.veth_bytes("client") - before
         # ~8.4 MB went each way through the sidecars, none of it over the veth: the
         # sk_msg program moved every write to the peer socket's receive queue.
         assert moved < 64 * 1024, moved
@@ -581,10 +433,10 @@ def test_ebpf_connect_redirects_without_splicing(scratch: Scratch, arm) -> None:
     mark = len(scratch.log("sidecar-server"))
     client = scratch.client("client", IPS["server"], 80)
     try:
-        before = veth_bytes("client")
+        before = scratch.veth_bytes("client")
         assert client.cmd(f"rt {1 << 20}")["ok"]
         assert dataplane.status(PIN_ROOT)["maps"]["ml_sock_pairs"]["entries"] == 0
-        assert veth_bytes("client") - before > 2 * (1 << 20)  # the bytes took the TCP path
+        assert scratch.veth_bytes("client") - before > 2 * (1 << 20)  # the bytes took the TCP path
     finally:
         client.close()
     inbound = new_entries(scratch, "sidecar-server", mark)
@@ -595,14 +447,14 @@ def test_attach_is_idempotent_and_switches_atomically(scratch: Scratch, arm) -> 
     first = arm("ebpf")
     again = arm("ebpf")
     assert again["cgroups"] == first["cgroups"]
-    for cgroup in scratch.pod_cgroups.values():
+    for cgroup in scratch.pod_cgroups(PODS).values():
         entries = first["cgroups"][str(cgroup)]
         assert sorted(e["attach_type"] for e in entries) == ["connect4", "getsockopt", "sock_ops"]
         assert first["pods"][str(cgroup)] in IPS.values()
     assert first["maps"]["ml_pod_ips"]["entries"] == 2
     assert first["maps"]["ml_cgroup_pods"]["entries"] == 2
     switched = arm("ebpf-connect")
-    for cgroup in scratch.pod_cgroups.values():
+    for cgroup in scratch.pod_cgroups(PODS).values():
         programs = {e["program"] for e in switched["cgroups"][str(cgroup)]}
         assert programs == {"ml_connect4", "ml_getsockopt", "ml_sockops_rec"}
     # The same loaded programs are reused: connect4 kept its id across the switch.
@@ -739,7 +591,7 @@ def test_attach_refuses_the_root_cgroup(scratch: Scratch) -> None:
     from meshlab.errors import MeshlabError
 
     with pytest.raises(MeshlabError, match="root cgroup"):
-        dataplane.attach({"x": _cgroup2()}, {"x": IPS["client"]}, "ebpf", pin_root=PIN_ROOT)
+        dataplane.attach({"x": cgroup2_root()}, {"x": IPS["client"]}, "ebpf", pin_root=PIN_ROOT)
     assert not PIN_ROOT.exists()
 
 
@@ -763,105 +615,6 @@ def test_cli_attach_status_detach(scratch: Scratch, arm) -> None:
 # --- with a real Envoy -----------------------------------------------------------------------
 
 
-def envoy_config(pod_ip: str, upstream_ip: str) -> dict:
-    """Istio's listener/cluster shapes in plaintext: outbound 15001 with use_original_dst,
-    inbound 15006 with the original_dst listener filter, inbound cluster ORIGINAL_DST from
-    127.0.0.6. Filter chains only match destination port 80, so a missing or wrong
-    SO_ORIGINAL_DST answer closes the connection."""
-
-    def hcm(prefix: str, cluster: str) -> dict:
-        return {
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network."
-                "http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": prefix,
-                "route_config": {
-                    "virtual_hosts": [
-                        {
-                            "name": "all",
-                            "domains": ["*"],
-                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}],
-                        }
-                    ]
-                },
-                "http_filters": [
-                    {
-                        "name": "envoy.filters.http.router",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.http."
-                            "router.v3.Router"
-                        },
-                    }
-                ],
-            },
-        }
-
-    def addr(ip: str, port: int) -> dict:
-        return {"socket_address": {"address": ip, "port_value": port}}
-
-    return {
-        "admin": {"address": addr("127.0.0.1", 15000)},
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "virtualOutbound",
-                    "address": addr("0.0.0.0", 15001),  # noqa: S104 - in the pod netns
-                    "use_original_dst": True,
-                    "filter_chains": [
-                        {
-                            "filter_chain_match": {"destination_port": 80},
-                            "filters": [hcm("outbound", "outbound")],
-                        }
-                    ],
-                },
-                {
-                    "name": "virtualInbound",
-                    "address": addr("0.0.0.0", 15006),  # noqa: S104 - in the pod netns
-                    "listener_filters": [
-                        {
-                            "name": "envoy.filters.listener.original_dst",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters."
-                                "listener.original_dst.v3.OriginalDst"
-                            },
-                        }
-                    ],
-                    "filter_chains": [
-                        {
-                            "filter_chain_match": {"destination_port": 80},
-                            "filters": [hcm("inbound", "inbound")],
-                        }
-                    ],
-                },
-            ],
-            "clusters": [
-                {
-                    "name": "outbound",
-                    "type": "STATIC",
-                    "connect_timeout": "2s",
-                    "load_assignment": {
-                        "cluster_name": "outbound",
-                        "endpoints": [
-                            {"lb_endpoints": [{"endpoint": {"address": addr(upstream_ip, 80)}}]}
-                        ],
-                    },
-                },
-                {
-                    "name": "inbound",
-                    "type": "ORIGINAL_DST",
-                    "lb_policy": "CLUSTER_PROVIDED",
-                    "connect_timeout": "2s",
-                    "upstream_bind_config": {
-                        "source_address": {"address": "127.0.0.6", "port_value": 0}
-                    },
-                },
-            ],
-        },
-        "node": {"id": f"sidecar~{pod_ip}", "cluster": "mbdev"},
-    }
-
-
 HTTP_CLIENT = textwrap.dedent(
     """
     import http.client, json, sys
@@ -881,26 +634,11 @@ HTTP_CLIENT = textwrap.dedent(
 )
 
 
-def envoy_stat(pod: str, name: str) -> int:
-    out = netns_exec(NS[pod], "curl", "-sf", "http://127.0.0.1:15000/stats").stdout
-    for line in out.splitlines():
-        key, _, value = line.partition(": ")
-        if key == name:
-            return int(value)
-    raise AssertionError(f"no stat {name} in {pod}")
-
-
 @pytest.fixture(scope="module")
 def envoys(scratch: Scratch) -> dict[str, Path]:
-    """Real Envoy sidecars (uid 1337) in eclient/eserver and a plain HTTP app in eserver."""
-    envoy = shutil.which("envoy") or str(Path(sys.executable).parent / "envoy")
+    """Real Envoy sidecars (uid 1337) in eclient/eserver and an HTTP/1.1 app in eserver."""
     for pod in ENVOY_PODS:
-        cfg = scratch.workdir / f"envoy-{pod}.json"
-        cfg.write_text(json.dumps(envoy_config(IPS[pod], IPS["eserver"])))
-        cfg.chmod(0o644)
-        argv = [envoy, "-c", str(cfg), "--disable-hot-restart", "--concurrency", "1"]
-        argv += ["--log-level", "warn", "--log-path", str(scratch.workdir / f"envoy-{pod}.log")]
-        scratch.spawn(pod, "sidecar", argv, uid=1337)
+        start_envoy(scratch, pod, IPS["eserver"])
     site = scratch.workdir / "site"
     site.mkdir(mode=0o755)
     (site / "index.html").write_text("hello from eserver\n")
@@ -913,14 +651,6 @@ def envoys(scratch: Scratch) -> dict[str, Path]:
             stdout=log,
             stderr=log,
         )
-
-    def ready(pod: str) -> bool:
-        probe = netns_exec(NS[pod], "curl", "-sf", "http://127.0.0.1:15000/ready", check=False)
-        return probe.stdout.strip() == "LIVE"
-
-    for pod in ENVOY_PODS:
-        log = scratch.workdir / f"envoy-{pod}.log"
-        assert wait_for(lambda p=pod: ready(p), timeout=30), log.read_text()
     (scratch.workdir / "http_client.py").write_text(HTTP_CLIENT)
     (scratch.workdir / "http_client.py").chmod(0o644)
     return {"app_log": app_log}
@@ -955,10 +685,12 @@ def test_real_envoy_serves_through_both_sidecars(scratch: Scratch, envoys, arm, 
         # Every upstream connection of the client sidecar (to eserver:80) landed on the
         # server sidecar's inbound listener (connect4 sent it to :15006), and was served
         # there (the original_dst filter restored :80, the only port a filter chain matches).
-        upstream = envoy_stat("eclient", "cluster.outbound.upstream_cx_total")
+        upstream = envoy_stat(scratch, "eclient", "cluster.outbound.upstream_cx_total")
         assert upstream >= 1
-        assert envoy_stat("eserver", "listener.0.0.0.0_15006.downstream_cx_total") == upstream
-        assert envoy_stat("eserver", "listener.0.0.0.0_15006.no_filter_chain_match") == 0
+        assert (
+            envoy_stat(scratch, "eserver", "listener.0.0.0.0_15006.downstream_cx_total") == upstream
+        )
+        assert envoy_stat(scratch, "eserver", "listener.0.0.0.0_15006.no_filter_chain_match") == 0
         assert "127.0.0.6" in envoys["app_log"].read_text()
         # app<->sidecar, sidecar<->sidecar, sidecar<->app: all six ends spliced in ebpf mode
         assert spliced == (6 if mode == "ebpf" else 0)
@@ -979,7 +711,7 @@ def test_missing_kernel_feature_fails_before_touching_anything(
 
     monkeypatch.setattr(features, "kernel_missing", no_sk_msg)
     with pytest.raises(MeshlabError, match="missing kernel program type sk_msg"):
-        dataplane.attach(scratch.pod_cgroups, IPS, "ebpf", pin_root=PIN_ROOT)
+        dataplane.attach(scratch.pod_cgroups(PODS), IPS, "ebpf", pin_root=PIN_ROOT)
     assert not PIN_ROOT.exists()
     assert ml_programs_by_cgroup() == {}
 
@@ -1000,6 +732,6 @@ def test_program_the_kernel_rejects_is_named_and_rolled_back(scratch: Scratch, t
         )
     )
     with pytest.raises(MeshlabError, match=r"missing kernel BPF helper #9999 .*mb_redir"):
-        dataplane.attach(scratch.pod_cgroups, IPS, "ebpf", pin_root=PIN_ROOT, src_dir=src)
+        dataplane.attach(scratch.pod_cgroups(PODS), IPS, "ebpf", pin_root=PIN_ROOT, src_dir=src)
     assert not PIN_ROOT.exists()
     assert ml_programs_by_cgroup() == {}
