@@ -260,10 +260,10 @@ def _adjust_and_judge(run: Run, arm: str, results: list[MetricResult], margin: f
     for r in results:
         if r.p_rule == "primary":
             r.p_adjusted = r.wilcoxon_p
-        _judge(run, arm, r, margin)
+        _judge(run, arm, r, margin, 1 if r.p_rule == "primary" else len(secondary))
 
 
-def _judge(run: Run, arm: str, r: MetricResult, margin: float) -> None:
+def _judge(run: Run, arm: str, r: MetricResult, margin: float, family: int) -> None:
     m = r.metric
     if r.ci95 is None or r.ci90 is None or r.p_adjusted is None or r.tost_p is None:
         r.kind = "not-enough-rounds"
@@ -281,8 +281,14 @@ def _judge(run: Run, arm: str, r: MetricResult, margin: float) -> None:
         r.text = verdict.no_difference(m, run.margin_percent, r.ci90)
     else:
         r.kind = "inconclusive"
-        need = stats.rounds_needed(r.estimate, r.sd, margin)
-        r.text = verdict.inconclusive(m, need - r.n)
+        # more rounds: enough for the effect (or equivalence) and for the exact test to be able
+        # to reach its Holm-adjusted level at all
+        need = max(stats.rounds_needed(r.estimate, r.sd, margin), stats.min_rounds_exact(family))
+        excludes_zero = r.ci95[0] > 0 or r.ci95[1] < 0
+        if excludes_zero and r.wilcoxon_p is not None and r.wilcoxon_p < stats.ALPHA:
+            r.text = verdict.held_back_by_holm(m, arm, r.estimate, r.ci95, family, need - r.n)
+        else:
+            r.text = verdict.inconclusive(m, need - r.n)
 
 
 def _gates(run: Run) -> Gates:

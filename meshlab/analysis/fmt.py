@@ -44,6 +44,14 @@ def mde_pct(log_value: float | None) -> str:
     return f"{pct(log_value):.2f} %"
 
 
+def ms(x: float | None) -> str:
+    """Milliseconds with three significant digits, trailing zeros kept (0.170, 2.50, 140)."""
+    if x is None or not math.isfinite(x):
+        return "—"
+    decimals = max(0, 2 - math.floor(math.log10(abs(x)))) if x else 3
+    return f"{x:.{decimals}f}"
+
+
 def number(x: float | None, digits: int = 3) -> str:
     if x is None or not math.isfinite(x):
         return "—"

@@ -143,6 +143,12 @@ def rounds_needed(
     return min(needs) if needs else math.inf
 
 
+def min_rounds_exact(tests: int = 1, alpha: float = ALPHA) -> int:
+    """Fewest rounds at which the exact signed-rank test can reach alpha/tests at all
+    (its smallest two-sided p is 2/2^n): 6 for one test, 9 for a Holm family of 9."""
+    return math.ceil(math.log2(2 * max(tests, 1) / alpha))
+
+
 def holm(p: np.ndarray) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values (monotone, capped at 1)."""
     p = np.asarray(p, dtype=np.float64)
