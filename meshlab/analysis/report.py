@@ -1,0 +1,71 @@
+"""`meshlab report RUN_DIR`: (re)build RUN_DIR/derived/ from the raw run records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from meshlab.analysis import figures as figs
+from meshlab.analysis import files, page, summary_md, tables, thesis
+from meshlab.analysis.analyse import Analysis, analyse
+from meshlab.analysis.latencies import pool_latencies
+from meshlab.analysis.run import Run, load_run
+from meshlab.analysis.samples import read_proc_stat
+from meshlab.errors import MeshlabError
+
+
+def build(run_dir: Path) -> Path:
+    """Write trials.csv, pairs.csv, stats.json, figures/*.png, summary.md and report.html.
+
+    Returns the report.html path. Raises MeshlabError for runs that cannot be read.
+    """
+    run = load_run(run_dir)
+    analysis = analyse(run)
+    derived = Path(run_dir) / "derived"
+    try:
+        derived.mkdir(exist_ok=True)
+    except OSError as err:
+        raise MeshlabError(f"{derived}: cannot create ({err.strerror or err})") from err
+    files.write_text(derived / "trials.csv", tables.trials_csv(run))
+    files.write_text(derived / "pairs.csv", tables.pairs_csv(analysis))
+    files.write_text(derived / "stats.json", json.dumps(analysis.to_dict(), indent=1) + "\n")
+
+    pools, notes = pool_latencies(run)
+    thesis_rows = thesis.spreads(run)
+    figures = render_figures(analysis, pools, thesis_rows)
+    fig_dir = derived / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    for stale in fig_dir.glob("*.png"):  # a figure that no longer applies must not linger
+        stale.unlink()
+    for f in figures:
+        files.write_bytes(fig_dir / f"{f.name}.png", f.png)
+
+    source = str(thesis.facts().get("source", ""))
+    files.write_text(
+        derived / "summary.md", summary_md.render(analysis, figures, thesis_rows, notes)
+    )
+    out = derived / "report.html"
+    files.write_text(out, page.render(analysis, figures, thesis_rows, source, notes))
+    return out
+
+
+def render_figures(
+    analysis: Analysis, pools: figs.LatencyPools, thesis_rows: list[thesis.SpreadRow]
+) -> list[figs.Figure_]:
+    run = analysis.run
+    out = [
+        figs.latency_boxes(run),
+        figs.cpu(run),
+        figs.forest(analysis),
+        figs.timeline(run, _timelines(run)),
+        figs.cdf(run, pools),
+    ]
+    sweep = figs.flood_sweep(run)
+    if sweep is not None:
+        out.append(sweep)
+    out.append(figs.thesis_spread(run, thesis_rows))
+    return out
+
+
+def _timelines(run: Run) -> dict:
+    return {t.trial_id: read_proc_stat(t.dir / "proc-stat.jsonl") for t in run.trials}

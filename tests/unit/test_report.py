@@ -1,0 +1,265 @@
+"""meshlab.analysis.report.build: derived/ contents, partial runs and bad input."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from meshlab.analysis.report import build
+from meshlab.analysis.synthetic import SyntheticSpec, write_run
+from meshlab.cli import app
+from meshlab.errors import MeshlabError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Raw k6 output, samples, two floods, a rejected-and-requeued trial."""
+    spec = SyntheticSpec(
+        seed=21, rounds=8, samples_per_trial=3000, floods=("off", "50x500"), reject=((2, "ebpf"),)
+    )
+    run_dir = write_run(tmp_path_factory.mktemp("full"), spec)
+    build(run_dir)
+    return run_dir
+
+
+def _images(html: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r"src='data:image/png;base64,([^']+)'", html)]
+
+
+def test_derived_holds_every_artefact(full_run: Path) -> None:
+    derived = full_run / "derived"
+    for name in ("trials.csv", "pairs.csv", "stats.json", "summary.md", "report.html"):
+        assert (derived / name).stat().st_size > 0, name
+    figures = sorted(p.stem for p in (derived / "figures").glob("*.png"))
+    assert figures == [
+        "cdf",
+        "cpu",
+        "flood_sweep",
+        "forest",
+        "latency_boxes",
+        "thesis_spread",
+        "timeline",
+    ]
+
+
+def test_report_html_is_self_contained_with_every_figure_embedded(full_run: Path) -> None:
+    html = (full_run / "derived" / "report.html").read_text()
+    images = _images(html)
+    assert len(images) == 7 and all(img.startswith(PNG_MAGIC) for img in images)
+    assert html.count("<img") == len(images)
+    assert not re.search(r"""(src|href)=['"]?(https?:)?//""", html), "external resource"
+    assert "<table id='verdicts'>" in html and "Against the thesis" in html
+    assert "ebpf is " in html and "% faster at p50 (95 % CI " in html
+
+
+def test_trials_csv_has_one_row_per_trial_including_rejected(full_run: Path) -> None:
+    rows = list(csv.DictReader((full_run / "derived" / "trials.csv").open()))
+    assert len(rows) == 2 * 8 * 2 + 2  # arms x rounds x floods + the rejected attempt per flood
+    rejected = [r for r in rows if r["status"] == "rejected"]
+    assert {r["arm"] for r in rejected} == {"ebpf"} and all(r["round"] == "2" for r in rejected)
+    assert "steal mean" in rejected[0]["rejection_reasons"]
+    for col in (
+        "latency_p50_ms",
+        "latency_p999_ms",
+        "cpu_s_per_1000_node_total",
+        "cpu_s_per_1000_client_sidecar",
+        "node_max_cpu_percent",
+        "steal_max_percent",
+    ):
+        assert all(r[col] for r in rows), col
+
+
+def test_pairs_csv_pairs_valid_trials_only(full_run: Path) -> None:
+    rows = list(csv.DictReader((full_run / "derived" / "pairs.csv").open()))
+    assert len(rows) == 8 * 2  # rounds x floods
+    ids = {r["baseline_trial"] for r in rows} | {r["arm_trial"] for r in rows}
+    trials = {
+        p.name: json.loads((p / "trial.json").read_text()) for p in (full_run / "trials").iterdir()
+    }
+    assert all(trials[i]["status"] == "valid" for i in ids)
+    assert all(float(r["log_ratio_latency_p50"]) < 0 for r in rows)  # ebpf faster, every round
+
+
+def test_stats_json_is_deterministic_across_rebuilds(full_run: Path) -> None:
+    first = (full_run / "derived" / "stats.json").read_text()
+    build(full_run)
+    assert (full_run / "derived" / "stats.json").read_text() == first
+    doc = json.loads(first)
+    assert doc["baseline"] == "iptables" and doc["margin_percent"] == 2.0
+    assert [c["flood"] for c in doc["comparisons"]] == ["off", "50x500"]
+    p50 = doc["comparisons"][1]["metrics"][0]
+    assert p50["metric"] == "latency_p50" and p50["p_rule"] == "primary"
+    assert p50["ci95_percent"][0] < p50["estimate_percent"] < p50["ci95_percent"][1] < 0
+
+
+def test_three_arms_compare_each_with_the_baseline(tmp_path: Path) -> None:
+    spec = SyntheticSpec(
+        arms=("iptables", "ebpf", "ebpf-tuned"),
+        rounds=6,
+        write_samples=False,
+        effects={"ebpf": -0.03, "ebpf-tuned": -0.06},
+    )
+    run_dir = write_run(tmp_path, spec)
+    build(run_dir)
+    doc = json.loads((run_dir / "derived" / "stats.json").read_text())
+    assert [(c["arm"], c["baseline"]) for c in doc["comparisons"]] == [
+        ("ebpf", "iptables"),
+        ("ebpf-tuned", "iptables"),
+    ]
+
+
+def test_declared_margin_and_fallbacks_without_raw_files(tmp_path: Path) -> None:
+    run_dir = write_run(
+        tmp_path, SyntheticSpec(rounds=7, margin_percent=5.0, write_samples=False, effects={})
+    )
+    html = build(run_dir).read_text()
+    assert "±5 %" in html
+    assert "no raw k6 output, so the medians of the trials" in html  # CDF from summaries
+    assert "trial.json summary as a step" in html  # timeline without proc-stat samples
+
+
+def test_partial_run_reports_what_is_complete_and_says_so(tmp_path: Path) -> None:
+    spec = SyntheticSpec(
+        rounds=8, stop_after=11, in_progress=True, status="interrupted", write_samples=False
+    )
+    run_dir = write_run(tmp_path, spec)
+    html = build(run_dir).read_text()
+    assert "<b>Partial run.</b>" in html and "status is &#x27;interrupted&#x27;" in html
+    assert "11 of 16 planned trials are recorded; 5 are missing." in html
+    assert "no trial.json yet" in html
+    doc = json.loads((run_dir / "derived" / "stats.json").read_text())
+    assert doc["run"]["partial"] is True
+    assert doc["comparisons"][0]["rounds_paired"] == 5
+    md = (run_dir / "derived" / "summary.md").read_text()
+    assert "**Partial run**" in md
+
+
+def test_fewer_than_six_rounds_says_not_enough_rounds(tmp_path: Path) -> None:
+    html = build(write_run(tmp_path, SyntheticSpec(rounds=4, write_samples=False))).read_text()
+    assert "not enough rounds at p50: 4 valid pairs, at least 6 needed before any CI" in html
+
+
+# --- bad input: one line, naming the path and the problem ---------------------------------------
+
+
+def _one_line_error(run_dir: Path, match: str) -> str:
+    with pytest.raises(MeshlabError) as err:
+        build(run_dir)
+    msg = str(err.value)
+    assert "\n" not in msg and re.search(match, msg), msg
+    return msg
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    _one_line_error(tmp_path / "nope", r"nope: not a directory")
+
+
+def test_no_manifest(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    _one_line_error(tmp_path / "run", r"run/manifest.json: missing — .* not a meshlab run")
+
+
+def test_half_written_manifest(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
+    text = (run_dir / "manifest.json").read_text()
+    (run_dir / "manifest.json").write_text(text[: len(text) // 2])
+    _one_line_error(run_dir, r"manifest.json: not valid JSON at line \d+ column \d+ \(half-written")
+
+
+def test_manifest_without_plan(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
+    doc = json.loads((run_dir / "manifest.json").read_text())
+    del doc["plan"]
+    (run_dir / "manifest.json").write_text(json.dumps(doc))
+    _one_line_error(run_dir, r"manifest.json: missing key 'plan'")
+
+
+def test_unknown_schema_version(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
+    doc = json.loads((run_dir / "manifest.json").read_text())
+    doc["schema_version"] = 2
+    (run_dir / "manifest.json").write_text(json.dumps(doc))
+    _one_line_error(
+        run_dir,
+        r"manifest.json: schema_version 2 is not supported \(this meshlab "
+        r"reads 1\)",
+    )
+
+
+def test_half_written_trial(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
+    trial = sorted((run_dir / "trials").iterdir())[1] / "trial.json"
+    trial.write_text(trial.read_text()[:100])
+    msg = _one_line_error(run_dir, r"trial.json: not valid JSON")
+    assert str(trial) in msg
+
+
+def test_valid_trial_without_latency_summary(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
+    trial = sorted((run_dir / "trials").iterdir())[0] / "trial.json"
+    doc = json.loads(trial.read_text())
+    del doc["summary"]["latency_ms"]["p99"]
+    trial.write_text(json.dumps(doc))
+    _one_line_error(run_dir, r"trial.json: valid trial lacks summary.latency_ms.p99")
+
+
+def test_run_with_nothing_finished(tmp_path: Path) -> None:
+    spec = SyntheticSpec(rounds=3, stop_after=0, status="running", write_samples=False)
+    run_dir = write_run(tmp_path, spec)
+    _one_line_error(run_dir, r"no finished trials yet \(status running, 6 planned\)")
+
+
+def test_cli_prints_the_error_as_one_line_and_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0
+    assert (
+        result.output.startswith("meshlab: error: ") and "manifest.json: missing" in result.output
+    )
+
+
+def test_cli_builds_and_prints_the_report_path(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=6, write_samples=False))
+    result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"report: {run_dir / 'derived' / 'report.html'}"
+
+
+def _edit_manifest(run_dir: Path, edit: Callable[[dict], object]) -> None:
+    doc = json.loads((run_dir / "manifest.json").read_text())
+    edit(doc)
+    (run_dir / "manifest.json").write_text(json.dumps(doc))
+
+
+def test_primary_metric_comes_from_the_experiment(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=6, write_samples=False))
+    _edit_manifest(run_dir, lambda d: d["experiment"]["analysis"].update(primary_metric="cpu"))
+    build(run_dir)
+    doc = json.loads((run_dir / "derived" / "stats.json").read_text())
+    rules = {m["metric"]: m["p_rule"] for m in doc["comparisons"][0]["metrics"]}
+    assert doc["primary_metric"] == "cpu_node_total"
+    assert rules["cpu_node_total"] == "primary" and rules["latency_p50"] == "Holm"
+
+
+def test_unknown_primary_metric(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
+    _edit_manifest(run_dir, lambda d: d["experiment"]["analysis"].update(primary_metric="p42"))
+    _one_line_error(run_dir, r"primary_metric 'p42' is not one of p50, p90, p99, cpu")
+
+
+def test_too_many_rejections_mark_the_environment_unfit(tmp_path: Path) -> None:
+    rejects = tuple((r, "ebpf") for r in range(1, 5))
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=6, reject=rejects, write_samples=False))
+    html = build(run_dir).read_text()
+    assert "<b>Environment unfit.</b> 4 of 16 trials (25 %)" in html
+    assert json.loads((run_dir / "derived" / "stats.json").read_text())["environment_unfit"]
