@@ -1,0 +1,194 @@
+"""`meshlab compare RUN_A RUN_B`: did a rerun (e.g. in a quieter cloud) agree with the first run?
+
+For every metric both runs measured, the ratio of ratios (B's paired ratio ÷ A's) is estimated
+as the difference of the two Hodges-Lehmann log-ratios; its 95 % CI comes from the two runs'
+independent round bootstraps. Verdict (methodology T8):
+- disagree: the CI excludes 1 — the runs measured different effects;
+- agree: the CI contains 1 and the two estimates are within 1 percentage point;
+- inconclusive: the CI contains 1 but the estimates are further apart — too noisy to tell.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from meshlab.analysis import fmt, stats
+from meshlab.analysis.analyse import Analysis, MetricResult, analyse
+from meshlab.analysis.fmt import pct
+from meshlab.analysis.run import Run, load_run
+from meshlab.errors import MeshlabError
+
+AGREE_PP = 1.0  # point estimates may differ by at most this many percentage points
+_MAX_DIFFS_SHOWN = 4
+
+
+def compare(run_a: Path, run_b: Path, force: bool = False) -> str:
+    a_run, b_run = load_run(run_a), load_run(run_b)
+    mismatch = _spec_mismatch(a_run, b_run)
+    if mismatch and not force:
+        raise MeshlabError(
+            f"{b_run.path}: {mismatch} — the two runs did not measure the same experiment; "
+            "pass --force to compare them anyway"
+        )
+    a, b = analyse(a_run, keep_boot=True), analyse(b_run, keep_boot=True)
+    lines = [f"A: {a_run.path}  ({_describe(a_run)})", f"B: {b_run.path}  ({_describe(b_run)})"]
+    if mismatch:
+        lines.append(f"warning: {mismatch} (compared anyway: --force)")
+    lines += ["", "Noise side by side", _table(_noise_rows(a, b))]
+    rows, verdicts, unmatched = _ratio_rows(a, b)
+    lines += ["", "Ratio of ratios (B's arm/baseline ratio ÷ A's), 95 % CI", _table(rows)]
+    if unmatched:
+        lines.append("measured in only one run: " + ", ".join(unmatched))
+    counts = {k: verdicts.count(k) for k in ("agree", "disagree", "inconclusive", "too few rounds")}
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    lines += ["", f"Overall: {summary or 'nothing to compare'}."]
+    return "\n".join(lines)
+
+
+def _describe(run: Run) -> str:
+    return f"{run.experiment_id}, status {run.status}, spec {run.spec_hash[:12] or '?'}"
+
+
+def _spec_mismatch(a: Run, b: Run) -> str | None:
+    if a.spec_hash and a.spec_hash == b.spec_hash:
+        return None
+    if not a.spec_hash or not b.spec_hash:
+        which = a.path if not a.spec_hash else b.path
+        return f"{which} has no spec_hash, so the experiments cannot be shown to match"
+    diffs = _diff_paths(a.experiment, b.experiment)
+    what = ", ".join(diffs[:_MAX_DIFFS_SHOWN]) + (
+        f" and {len(diffs) - _MAX_DIFFS_SHOWN} more" if len(diffs) > _MAX_DIFFS_SHOWN else ""
+    )
+    return f"spec hash {b.spec_hash[:12]} differs from {a.path}'s {a.spec_hash[:12]}" + (
+        f" (experiment differs in: {what})" if diffs else ""
+    )
+
+
+def _diff_paths(x: Any, y: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two experiment definitions differ."""
+    if isinstance(x, dict) and isinstance(y, dict):
+        out = []
+        for key in list(x) + [k for k in y if k not in x]:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in x or key not in y:
+                out.append(path)
+            else:
+                out += _diff_paths(x[key], y[key], path)
+        return out
+    if isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+        return [
+            p
+            for i, (u, v) in enumerate(zip(x, y, strict=True))
+            for p in _diff_paths(u, v, f"{prefix}[{i}]")
+        ]
+    return [] if x == y else [prefix or "(whole experiment)"]
+
+
+def _noise_rows(a: Analysis, b: Analysis) -> list[list[str]]:
+    rows = [["", "A", "B"]]
+    for label, fn in (
+        ("trials valid / recorded", lambda x: f"{x.gates.valid} / {x.gates.recorded}"),
+        ("rejected", lambda x: f"{x.gates.rejected} ({100 * x.gates.rejection_share:.1f} %)"),
+        ("steal, median of valid trials", lambda x: fmt.percent(x.gates.steal_valid_median, 3)),
+        ("steal, worst second", lambda x: fmt.percent(x.gates.steal_all_max, 2)),
+    ):
+        rows.append([label, fn(a), fn(b)])
+    keys = [_key(c.pairs) for c in a.comparisons]
+    keys += [k for k in (_key(c.pairs) for c in b.comparisons) if k not in keys]
+    for key in keys:
+        ca, cb = _find(a, key), _find(b, key)
+        ra = ca.result("latency_p50") if ca else None
+        rb = cb.result("latency_p50") if cb else None
+        rows.append([f"{key[0]} vs {key[1]} @ {key[2]}/{key[3]}: paired rounds", _n(ca), _n(cb)])
+        rows.append(["  CoV of p50, baseline", _cov(ra, "cov_a"), _cov(rb, "cov_a")])
+        rows.append(["  CoV of p50, arm", _cov(ra, "cov_b"), _cov(rb, "cov_b")])
+        rows.append(["  MDE of p50", _mde(ra), _mde(rb)])
+    return rows
+
+
+def _n(c: Any) -> str:
+    return "—" if c is None else f"{c.pairs.n} ({len(c.pairs.dropped)} dropped)"
+
+
+def _cov(r: MetricResult | None, attr: str) -> str:
+    return "—" if r is None else fmt.percent(getattr(r, attr), 2)
+
+
+def _mde(r: MetricResult | None) -> str:
+    return "—" if r is None else fmt.mde_pct(r.mde)
+
+
+def _key(ps: Any) -> tuple[str, str, str, str]:
+    return (ps.arm, ps.baseline, ps.load_point, ps.flood)
+
+
+def _find(an: Analysis, key: tuple) -> Any:
+    return next((c for c in an.comparisons if _key(c.pairs) == key), None)
+
+
+def _ratio_rows(a: Analysis, b: Analysis) -> tuple[list[list[str]], list[str], list[str]]:
+    rows = [["comparison", "metric", "A change", "B change", "B÷A", "95 % CI", "verdict"]]
+    verdicts: list[str] = []
+    unmatched = []
+    for ca in a.comparisons:
+        key = _key(ca.pairs)
+        cb = _find(b, key)
+        tag = f"{key[0]} vs {key[1]} @ {key[2]}/{key[3]}"
+        if cb is None:
+            unmatched.append(tag)
+            continue
+        for ra in ca.results:
+            rb = cb.result(ra.metric.key)
+            if rb is None:
+                unmatched.append(f"{tag} {ra.metric.label}")
+                continue
+            ror, ci, word = ratio_of_ratios(ra, rb)
+            verdicts.append(word.split(":")[0])
+            rows.append(
+                [
+                    tag,
+                    ra.metric.label,
+                    fmt.signed_pct(ra.estimate),
+                    fmt.signed_pct(rb.estimate),
+                    fmt.signed_pct(ror),
+                    fmt.ci_pct(ci),
+                    word,
+                ]
+            )
+    unmatched += [
+        f"{k[0]} vs {k[1]} @ {k[2]}/{k[3]}"
+        for k in (_key(c.pairs) for c in b.comparisons)
+        if _find(a, k) is None
+    ]
+    return rows, verdicts, unmatched
+
+
+def ratio_of_ratios(
+    ra: MetricResult, rb: MetricResult
+) -> tuple[float, tuple[float, float] | None, str]:
+    """(log ratio of ratios, its 95 % CI or None, verdict word)."""
+    ror = rb.estimate - ra.estimate
+    if ra.boot is None or rb.boot is None:
+        return ror, None, "too few rounds"
+    diff = rb.boot - ra.boot  # independent runs: independent resamples, paired by index only
+    lo, hi = stats.percentile_ci(diff[None, :], stats.ALPHA, min(ra.n, rb.n))[0]
+    ci = (float(lo), float(hi))
+    apart = abs(pct(rb.estimate) - pct(ra.estimate))
+    if lo > 0 or hi < 0:
+        word = "disagree"
+    elif apart <= AGREE_PP:
+        word = "agree"
+    else:
+        word = f"inconclusive: {apart:.1f} pp apart, CI too wide"
+    return ror, ci, word
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for j, row in enumerate(rows):
+        out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if j == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
