@@ -64,6 +64,31 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def test_argument_specs_reject_a_bad_input(tmp_path: Path) -> None:
+    # The render playbook validates every role's defaults against meta/argument_specs.yml;
+    # an input outside its choices must fail there, as it would before a real run.
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run(
+        [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            str(REPO / "tests/cluster/render_inventory.yml"),
+            str(REPO / "tests/cluster/render_manifests.yml"),
+            "-e",
+            f"render_dir={tmp_path}",
+            "-e",
+            "merbridge_state=maybe",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "merbridge_state" in proc.stdout
+
+
 def docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
