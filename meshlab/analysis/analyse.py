@@ -42,6 +42,11 @@ class MetricResult:
     differs: bool = False
     boot: np.ndarray | None = field(default=None, repr=False)
 
+    @property
+    def reported_mde(self) -> float | None:
+        """The MDE, once there are enough rounds for its spread estimate to mean anything."""
+        return self.mde if self.ci95 is not None else None
+
     def to_dict(self) -> dict[str, Any]:
         def p(x: float | None) -> float | None:
             return None if x is None or not math.isfinite(x) else round(100 * math.expm1(x), 4)
@@ -60,7 +65,7 @@ class MetricResult:
             "tost_p": _num(self.tost_p),
             "equivalent": self.equivalent,
             "differs": self.differs,
-            "mde_percent": p(self.mde),
+            "mde_percent": p(self.reported_mde),
             "sd_log": _num(self.sd),
             "cov_percent": {"baseline": _num(self.cov_a), "arm": _num(self.cov_b)},
             "rho": _num(self.rho),

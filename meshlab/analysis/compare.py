@@ -116,7 +116,7 @@ def _cov(r: MetricResult | None, attr: str) -> str:
 
 
 def _mde(r: MetricResult | None) -> str:
-    return "—" if r is None else fmt.mde_pct(r.mde)
+    return "—" if r is None else fmt.mde_pct(r.reported_mde)
 
 
 def _key(ps: Any) -> tuple[str, str, str, str]:

@@ -26,7 +26,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from meshlab.analysis.analyse import Analysis, MetricResult
 from meshlab.analysis.fmt import TIMES, pct
@@ -233,6 +233,7 @@ def cpu(run: Run) -> Figure_:
         peak.set_xlabel("round")
         peak.set_ylabel("max CPU %")
         for ax in (per_req, peak):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     return Figure_(
@@ -349,7 +350,7 @@ def forest(analysis: Analysis) -> Figure_:
 
 def timeline(run: Run, lines: dict[str, Timeline | None]) -> Figure_:
     col = colors(run)
-    fig = Figure(figsize=(WIDTH, 5.2), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 5.6), layout="constrained")
     ax_steal, ax_busy = fig.subplots(2, 1, sharex=True)
     starts = [t.started_at for t in run.trials if t.started_at is not None]
     t0 = min(starts) if starts else 0.0
@@ -408,8 +409,13 @@ def timeline(run: Run, lines: dict[str, Timeline | None]) -> Figure_:
         Patch(facecolor=REJECTED, alpha=0.3, hatch="///", label="rejected trial"),
         Line2D([], [], color=REJECTED, ls=":", label="steal gate: mean"),
         Line2D([], [], color=REJECTED, ls="--", label="steal gate: any second"),
+        Line2D([], [], color=REJECTED, marker="x", ls="", label="rejected (marker)"),
     ]
-    _legend_arms(ax_steal, run, extra)
+    # below the plots: the rejected-trial markers sit on top of the steal axes
+    handles = [Patch(facecolor=col[a], alpha=0.4, label=a) for a in run.arms] + extra
+    fig.legend(
+        handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False
+    )
     note = (
         " Trials without sample files show their trial.json summary as a step."
         if (fallback)

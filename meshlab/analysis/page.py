@@ -154,7 +154,7 @@ def _verdict_row(r: MetricResult) -> str:
         fmt.p_value(r.wilcoxon_p),
         p_used,
         fmt.p_value(r.tost_p),
-        fmt.mde_pct(r.mde),
+        fmt.mde_pct(r.reported_mde),
         fmt.percent(r.cov_a),
         fmt.percent(r.cov_b),
     ]

@@ -42,8 +42,8 @@ def render(
         for r in c.results:
             out.append(
                 f"| {r.metric.label} | {r.n} | {fmt.signed_pct(r.estimate)} | "
-                f"{fmt.ci_pct(r.ci95)} | {fmt.p_value(r.p_adjusted)} | {fmt.mde_pct(r.mde)} | "
-                f"{r.text} |"
+                f"{fmt.ci_pct(r.ci95)} | {fmt.p_value(r.p_adjusted)} | "
+                f"{fmt.mde_pct(r.reported_mde)} | {r.text} |"
             )
         out.append("")
     out += [

@@ -144,8 +144,14 @@ def test_partial_run_reports_what_is_complete_and_says_so(tmp_path: Path) -> Non
 
 
 def test_fewer_than_six_rounds_says_not_enough_rounds(tmp_path: Path) -> None:
-    html = build(write_run(tmp_path, SyntheticSpec(rounds=4, write_samples=False))).read_text()
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=4, write_samples=False))
+    html = build(run_dir).read_text()
     assert "not enough rounds at p50: 4 valid pairs, at least 6 needed before any CI" in html
+    p50 = json.loads((run_dir / "derived" / "stats.json").read_text())["comparisons"][0]["metrics"][
+        0
+    ]
+    # no interval, no test, and no MDE from a spread of 4 rounds
+    assert p50["ci95_percent"] is None and p50["wilcoxon_p"] is None and p50["mde_percent"] is None
 
 
 # --- bad input: one line, naming the path and the problem ---------------------------------------
