@@ -69,6 +69,7 @@ def run_playbook(
     console: Console | None = None,
     quiet: bool = False,
     watch: Callable[[dict[str, Any]], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> PlaybookRun:
     """Run `playbook` (relative to the repo root); raise MeshlabError naming the failed task."""
     console = console or Console(stderr=True)
@@ -127,9 +128,12 @@ def run_playbook(
             quiet=True,
             rotate_artifacts=10,
             suppress_env_files=True,
+            cancel_callback=cancel,
         )
     run.status, run.rc = result.status, result.rc
     run.seconds = round(time.monotonic() - started, 1)
+    if result.status == "canceled":
+        raise KeyboardInterrupt
     if result.status != "successful":
         if failures:
             raise MeshlabError(failures[0])

@@ -3,8 +3,12 @@ final table and the report."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import statistics
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ from rich.table import Table
 from meshlab import ansible, paths
 from meshlab.errors import MeshlabError
 from meshlab.experiment import engine, spec, store
+from meshlab.testbed import state as tb_state
 
 
 class _Watcher:
@@ -99,6 +104,20 @@ def final_table(run_dir: Path) -> Table:
             f"{max((t['steal']['max_percent'] for t in ts), default=0):.1f}",
         )
     return table
+
+
+def _stop_trials(run_dir: Path) -> None:
+    """Kill a trial step the cancelled playbook left running, and its k6 processes."""
+    subprocess.run(["pkill", "-KILL", "-f", f"meshlab.experiment step {run_dir}"], check=False)
+    try:
+        tb = tb_state.load()
+    except MeshlabError:
+        return
+    for pod in (p["name"] for p in tb["pods"] if p["role"] == "client"):
+        procs = Path(tb["cgroup_root"], pod, "app", "cgroup.procs")
+        for pid in procs.read_text().split() if procs.exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
 
 
 def run(experiment: Path, resume: Path | None, results_dir: Path, report: bool = True) -> Path:

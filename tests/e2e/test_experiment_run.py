@@ -1,0 +1,95 @@
+"""`meshlab run` on the local testbed: a complete smoke run, and an interrupted run resumed with
+exactly the planned trials — none lost, none duplicated."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.testbed, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+MESHLAB = str(Path(sys.prefix) / "bin" / "meshlab")
+SMOKE = REPO / "experiments" / "smoke.yml"
+
+
+def _run(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([MESHLAB, *argv], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO, check=False)  # fmt: skip
+
+
+def _only_run_dir(results: Path) -> Path:
+    (run_dir,) = list((results / "smoke").iterdir())
+    return run_dir
+
+
+def _check_complete(run_dir: Path) -> dict:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    trials = [json.loads(p.read_text()) for p in sorted(run_dir.glob("trials/*/trial.json"))]
+    by_index = {}
+    for t in trials:
+        assert t["plan_index"] not in by_index, f"plan entry {t['plan_index']} ran twice"
+        by_index[t["plan_index"]] = t
+    # Every plan entry (re-queues included) has exactly one finished trial, and nothing else.
+    assert sorted(by_index) == [e["index"] for e in manifest["plan"]]
+    assert not [d for d in (run_dir / "trials").iterdir() if not (d / "trial.json").exists()]
+    for t in trials:
+        d = run_dir / "trials" / t["trial_id"]
+        for name in ("k6-raw.csv.gz", "k6-summary.json", "proc-stat.jsonl", "cgroup-cpu.jsonl"):
+            assert (d / name).stat().st_size > 0, f"{d / name} is empty"
+        assert t["status"] in ("valid", "rejected")
+        if t["status"] == "valid":
+            assert t["summary"]["requests"] > 0 and t["summary"]["latency_ms"]["p50"] > 0
+            assert t["cpu"]["client_sidecar"]["cpu_seconds"] > 0
+    return manifest
+
+
+def test_smoke_run_produces_a_complete_run_dir(tmp_path):
+    proc = _run("run", str(SMOKE), "--results-dir", str(tmp_path), "--no-report")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = _only_run_dir(tmp_path)
+    manifest = _check_complete(run_dir)
+    assert manifest["status"] == "complete"
+    assert (
+        manifest["spec_hash"]
+        and manifest["git"]["sha"]
+        and manifest["versions"]["envoy"] != "unknown"
+    )
+    originals = [e for e in manifest["plan"] if "requeue_of" not in e]
+    assert len(originals) == 4
+    arms = {e["arm"] for e in originals}
+    assert arms == set(manifest["experiment"]["arms"])
+
+
+def test_interrupted_run_resumes_with_exactly_the_planned_trials(tmp_path):
+    cmd = [MESHLAB, "run", str(SMOKE), "--results-dir", str(tmp_path), "--no-report"]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if list(tmp_path.glob("smoke/*/trials/*/trial.json")):
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("no trial finished within 300 s")
+    time.sleep(3)  # well inside the next trial
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    run_dir = _only_run_dir(tmp_path)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    finished = len(list(run_dir.glob("trials/*/trial.json")))
+    assert 1 <= finished < len(manifest["plan"])
+
+    resumed = _run("run", str(SMOKE), "--resume", str(run_dir), "--no-report")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _check_complete(run_dir)["status"] == "complete"

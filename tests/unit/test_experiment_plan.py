@@ -1,0 +1,76 @@
+"""The seeded plan: deterministic, balanced, and re-queues that keep the round structure."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from meshlab.experiment import plan as planner
+from meshlab.experiment import spec
+
+BASE = {
+    "id": "t",
+    "description": "test",
+    "arms": {"iptables": {"dataplane": "iptables"}, "ebpf": {"dataplane": "ebpf"}},
+    "load_points": [
+        {"name": "a", "rate": 100, "duration_s": 10},
+        {"name": "b", "rate": 500, "duration_s": 10},
+    ],
+    "flood_sizes": ["off", "50x500"],
+    "rounds": 10,
+    "seed": 42,
+}
+
+
+def exp(**patch):
+    return spec.parse({**BASE, **patch}, "t")
+
+
+def test_same_seed_same_plan_other_seed_other_order():
+    assert planner.make_plan(exp()) == planner.make_plan(exp())
+    assert planner.make_plan(exp()) != planner.make_plan(exp(seed=43))
+
+
+def test_rmit_runs_each_arm_once_per_round_in_shuffled_order():
+    plan = planner.make_plan(exp())
+    assert len(plan) == 2 * 10 * 2 * 2
+    per_round = Counter((e["flood"], e["load_point"], e["round"], e["arm"]) for e in plan)
+    assert set(per_round.values()) == {1}
+    firsts = Counter(
+        e["arm"] for e in plan if e["index"] == 0 or plan[e["index"] - 1]["round"] != e["round"]
+    )
+    # Both arms lead some rounds (40 blocks of 2: all-one-way would be p = 2^-40).
+    assert firsts["iptables"] > 5 and firsts["ebpf"] > 5
+    assert [e["index"] for e in plan] == list(range(len(plan)))
+
+
+def test_sequential_runs_all_of_a_then_all_of_b():
+    plan = planner.make_plan(
+        exp(design="sequential", flood_sizes=["off"], load_points=BASE["load_points"][:1])
+    )
+    assert [e["arm"] for e in plan] == ["iptables"] * 10 + ["ebpf"] * 10
+
+
+def test_duet_puts_the_arms_on_both_pairs_at_once():
+    plan = planner.make_plan(exp(design="duet"))
+    for i in range(0, len(plan), 2):
+        a, b = plan[i], plan[i + 1]
+        assert a["round"] == b["round"] and {a["pair"], b["pair"]} == {1, 2}
+        assert {a["arm"], b["arm"]} == {"iptables", "ebpf"}
+    # Which arm gets pair 1 is shuffled: neither pair is always the same arm.
+    assert len({e["arm"] for e in plan if e["pair"] == 1}) == 2
+
+
+def test_requeue_appends_and_runs_at_the_end_of_its_round():
+    e = exp(flood_sizes=["off"], load_points=BASE["load_points"][:1], rounds=3)
+    plan = planner.make_plan(e)
+    original = [dict(x) for x in plan]
+    again = planner.requeue(plan, 0)
+    assert plan[: len(original)] == original  # the plan only grows
+    assert again["index"] == 6 and again["requeue_of"] == 0 and again["round"] == 1
+    order = [x["index"] for x in planner.execution_order(plan, "rmit")]
+    assert order == [0, 1, 6, 2, 3, 4, 5]
+    third = planner.requeue(plan, 6)
+    assert third["requeue_of"] == 0
+    assert planner.attempt_of(plan, plan[0]) == 1
+    assert planner.attempt_of(plan, again) == 2 and planner.attempt_of(plan, third) == 3
+    assert planner.trial_id(third, 3) == "007-" + third["arm"] + "-r01-a3"

@@ -1,0 +1,94 @@
+"""Experiment definitions: every shipped file validates; bad input names file, field, rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from meshlab.errors import MeshlabError
+from meshlab.experiment import spec
+
+EXPERIMENTS = sorted(Path(__file__).resolve().parents[2].glob("experiments/*.yml"))
+BASE = {
+    "id": "t",
+    "description": "test",
+    "arms": {"iptables": {"dataplane": "iptables"}, "ebpf": {"dataplane": "ebpf"}},
+    "load_points": [{"name": "lp", "rate": 100, "duration_s": 10, "warmup_s": 2}],
+    "rounds": 6,
+    "seed": 1,
+}
+
+
+def test_shipped_experiments_validate():
+    assert {p.stem for p in EXPERIMENTS} >= {"default", "smoke", "thesis", "aa"}
+    for path in EXPERIMENTS:
+        exp = spec.load(path)
+        assert exp.rounds >= 2
+
+
+def test_default_fits_ten_minutes_and_gives_a_ci():
+    exp = spec.load(next(p for p in EXPERIMENTS if p.stem == "default"))
+    trials = len(exp.arms) * exp.rounds * len(exp.load_points) * len(exp.flood_sizes)
+    per_trial = sum(lp.duration_s + lp.warmup_s for lp in exp.load_points) / len(exp.load_points)
+    assert exp.rounds >= 6  # the analysis shows no CI below 6 rounds
+    assert trials * (per_trial + 10) <= 600  # ~10 s of set-up, settle and judging per trial
+    assert list(exp.arms) == ["iptables", "ebpf"] and exp.flood_sizes == ["50x500"]
+
+
+def test_smoke_is_short_and_has_two_rounds():
+    exp = spec.load(next(p for p in EXPERIMENTS if p.stem == "smoke"))
+    trials = len(exp.arms) * exp.rounds
+    assert exp.rounds >= 2 and trials * (exp.load_points[0].duration_s + 10) <= 120
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"colour": "red"}, "x.yml: colour: unknown key"),
+        ({"rounds": 0}, "x.yml: rounds: Input should be greater than or equal to 1"),
+        ({"flood_sizes": ["50x"]}, "x.yml: flood_sizes: flood_sizes[0]: '50x' is not a flood size"),
+        ({"design": "shuffle"}, "x.yml: design: Input should be 'rmit', 'duet' or 'sequential'"),
+        ({"arms": {"a": {"dataplane": "iptables"}}}, "x.yml: arms: needs at least 2 arms"),
+        ({"arms": {"a": {"dataplane": "iptables"}, "b": {"dataplane": "bpf"}}},
+         "x.yml: arms.b.dataplane: Input should be 'iptables', 'ebpf' or 'ebpf-connect'"),
+        ({"load_points": [{"name": "lp", "rate": 0, "duration_s": 10}]},
+         "x.yml: load_points[0].rate: Input should be greater than 0"),
+        ({"load_points": [{"name": "lp", "rate": 10, "duration_s": 10, "warmup_s": 10}]},
+         "x.yml: load_points[0]: warmup_s (10) must be shorter than duration_s (10)"),
+        ({"load_points": [{"name": "lp", "rate": 10, "duration_s": 10, "mode": "x"}]},
+         "x.yml: load_points[0].mode: unknown key"),
+        ({"gates": {"steal_mean_percent": -1}},
+         "x.yml: gates.steal_mean_percent: Input should be greater than or equal to 0"),
+    ],
+)  # fmt: skip
+def test_bad_definitions_name_the_field(patch, expected):
+    with pytest.raises(MeshlabError) as err:
+        spec.parse({**BASE, **patch}, "x.yml")
+    assert str(err.value).startswith(expected), str(err.value)
+
+
+def test_duet_needs_exactly_two_arms():
+    three = {**BASE["arms"], "c": {"dataplane": "ebpf-connect"}}
+    with pytest.raises(MeshlabError, match="design duet runs exactly 2 arms"):
+        spec.parse({**BASE, "design": "duet", "arms": three}, "x.yml")
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(MeshlabError, match="no such experiment file"):
+        spec.load(tmp_path / "nope.yml")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("id: [unclosed\n")
+    with pytest.raises(MeshlabError, match="bad.yml: not valid YAML"):
+        spec.load(bad)
+    listy = tmp_path / "list.yml"
+    listy.write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(MeshlabError, match="expected a mapping"):
+        spec.load(listy)
+
+
+def test_spec_hash_is_stable_and_sensitive():
+    a, b = spec.parse(BASE, "a"), spec.parse(dict(BASE), "b")
+    assert a.spec_hash() == b.spec_hash()
+    assert a.spec_hash() != spec.parse({**BASE, "rounds": 7}, "c").spec_hash()
