@@ -12,7 +12,7 @@ APT_PACKAGES := nginx libnginx-mod-http-echo iptables iproute2 clang llvm libbpf
 EXPERIMENT ?= experiments/default.yml
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup apt venv lab test test-unit test-testbed lint bench-testbed clean
+.PHONY: help setup apt venv lab test test-unit test-testbed lint bench-testbed bench-report clean
 
 help:
 	@echo "make lab    set up, bring the local testbed up, run $(EXPERIMENT), write the report"
@@ -44,8 +44,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
+# Brings the testbed up if needed, runs the experiment with a progress bar, writes the report.
 lab: setup
-	$(BIN)/meshlab testbed up
 	$(BIN)/meshlab run $(EXPERIMENT)
 
 lint: venv
@@ -65,6 +65,9 @@ test: setup lint
 
 bench-testbed: setup
 	$(PY) -m meshlab.bench.testbed
+
+bench-report: venv
+	$(PY) -m meshlab.bench.report
 
 clean:
 	-$(BIN)/meshlab testbed down

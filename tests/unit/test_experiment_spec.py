@@ -80,7 +80,7 @@ def test_missing_and_malformed_files(tmp_path):
         spec.load(tmp_path / "nope.yml")
     bad = tmp_path / "bad.yml"
     bad.write_text("id: [unclosed\n")
-    with pytest.raises(MeshlabError, match="bad.yml: not valid YAML"):
+    with pytest.raises(MeshlabError, match=r"bad\.yml: not valid YAML"):
         spec.load(bad)
     listy = tmp_path / "list.yml"
     listy.write_text(yaml.safe_dump([1, 2]))

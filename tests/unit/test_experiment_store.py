@@ -129,8 +129,9 @@ GATES = SimpleNamespace(rate_tolerance_percent=1.0, steal_mean_percent=0.5, stea
     ],
 )
 def test_gates(kwargs, reasons):
-    args = {"rate": 1000, "achieved": 1000.0, "dropped": 0, "failed": 0,
-            "steal": {"mean_percent": 0.0, "max_percent": 0.0}, "gates": GATES, **kwargs}  # fmt: skip
+    calm = {"mean_percent": 0.0, "max_percent": 0.0}
+    args = {"rate": 1000, "achieved": 1000.0, "dropped": 0, "failed": 0, "steal": calm}
+    args.update({"gates": GATES, **kwargs})
     table, why = measure.evaluate_gates(**args)
     assert why == reasons
     assert all(g["pass"] for g in table.values()) == (not reasons)
