@@ -63,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     p_build.add_argument("--force", action="store_true")
     p_build.add_argument("--json", action="store_true")
 
+    p_bench = sub.add_parser("bench", help="preliminary paired benchmark on a scratch topology")
+    p_bench.add_argument("--rounds", type=int, default=6)
+    p_bench.add_argument("--rate", type=int, default=500, help="requests per second")
+    p_bench.add_argument("--duration", type=int, default=10, help="seconds per trial")
+    p_bench.add_argument("--seed", type=int, default=7)
+    p_bench.add_argument("--out", type=Path, default=None, help="write trials + summary JSON")
+    p_bench.add_argument("--json", action="store_true")
+
     p_check = sub.add_parser("check", help="check the kernel and toolchain features")
     p_check.add_argument("--json", action="store_true")
     return parser
@@ -81,6 +89,10 @@ def _run(args: argparse.Namespace) -> dict:
     if args.command == "build":
         objects = build.ensure_built(force=args.force)
         return {"objects": {k: str(v) for k, v in objects.items()}}
+    if args.command == "bench":
+        from meshlab.ebpf import devbench
+
+        return devbench.run(args.rounds, args.rate, args.duration, args.seed, args.out)
     features.require(build=True)
     return {"ok": True}
 
@@ -110,6 +122,10 @@ def _print_human(command: str, result: dict) -> None:
             print(f"  map {name}: {count['entries']}/{count['max_entries']}")
         if result["counters"]:
             print("  counters: " + " ".join(f"{k}={v}" for k, v in result["counters"].items()))
+    elif command == "bench":
+        from meshlab.ebpf import devbench
+
+        print(devbench.format_table(result["summary"]))
     elif command == "detach":
         n = sum(len(v) for v in result["cgroups"].values())
         print(f"detached {n} program(s); unpinned: {result['unpinned']}")

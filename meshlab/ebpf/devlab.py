@@ -93,15 +93,13 @@ class DevLab:
         self.exec(node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         for pod, ip in self.pods.items():
             veth, ns = self.veth(pod), self.netns(pod)
-            sh("ip", "-n", node, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
-               "netns", ns)  # fmt: skip
+            sh(*f"ip -n {node} link add {veth} type veth peer name eth0 netns {ns}".split())
             sh("ip", "-n", node, "link", "set", veth, "up")
             self.exec(node, "sysctl", "-qw", f"net.ipv4.conf.{veth}.proxy_arp=1")
             sh("ip", "-n", node, "route", "add", f"{ip}/32", "dev", veth)
             sh("ip", "-n", ns, "addr", "add", f"{ip}/32", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
-            sh("ip", "-n", ns, "route", "add", self.subnet, "via", self.gateway, "dev", "eth0",
-               "onlink")  # fmt: skip
+            sh(*f"ip -n {ns} route add {self.subnet} via {self.gateway} dev eth0 onlink".split())
             for component in ("sidecar", "app"):
                 self.cgroup(pod, component).mkdir(parents=True, exist_ok=True)
 
@@ -180,13 +178,14 @@ class DevLab:
 # --- a real Envoy sidecar --------------------------------------------------------------------
 
 
-def envoy_config(pod_ip: str, upstream_ip: str) -> dict:
+def envoy_config(pod_ip: str, upstream_ip: str, idle_timeout: str | None = None) -> dict:
     """Istio's listener/cluster shapes, plaintext: outbound 15001 with use_original_dst,
     inbound 15006 with the original_dst listener filter, inbound cluster ORIGINAL_DST from
     127.0.0.6. Filter chains only match destination port 80, so a missing or wrong
     SO_ORIGINAL_DST answer closes the connection. Requests with `x-meshlab-connection: new`
     use clusters that open a new upstream connection per request (on both sidecars), as the
-    testbed's new-connection mode does."""
+    testbed's new-connection mode does. `idle_timeout` closes pooled upstream connections that
+    stay idle that long (a benchmark switching arms must not carry them into the next trial)."""
     router = {
         "name": "envoy.filters.http.router",
         "typed_config": {
@@ -223,6 +222,13 @@ def envoy_config(pod_ip: str, upstream_ip: str) -> dict:
             "explicit_http_config": {"http_protocol_options": {}},
         }
     }
+    pooled = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "common_http_protocol_options": {"idle_timeout": idle_timeout},
+            "explicit_http_config": {"http_protocol_options": {}},
+        }
+    }
     clusters = []
     for suffix in ("", "_new"):
         outbound = {
@@ -244,6 +250,9 @@ def envoy_config(pod_ip: str, upstream_ip: str) -> dict:
         if suffix:
             outbound["typed_extension_protocol_options"] = one_per_connection
             inbound["typed_extension_protocol_options"] = one_per_connection
+        elif idle_timeout:
+            outbound["typed_extension_protocol_options"] = pooled
+            inbound["typed_extension_protocol_options"] = pooled
         clusters += [outbound, inbound]
     original_dst = {
         "name": "envoy.filters.listener.original_dst",
@@ -292,10 +301,16 @@ def envoy_binary() -> str:
     return shutil.which("envoy") or str(Path(sys.executable).parent / "envoy")
 
 
-def start_envoy(lab: DevLab, pod: str, upstream_ip: str, cpus: str | None = None) -> None:
+def start_envoy(
+    lab: DevLab,
+    pod: str,
+    upstream_ip: str,
+    cpus: str | None = None,
+    idle_timeout: str | None = None,
+) -> None:
     """A real Envoy as uid/gid 1337 in the pod's sidecar cgroup; returns once it is LIVE."""
     cfg = lab.workdir / f"envoy-{pod}.json"
-    cfg.write_text(json.dumps(envoy_config(lab.pods[pod], upstream_ip)))
+    cfg.write_text(json.dumps(envoy_config(lab.pods[pod], upstream_ip, idle_timeout)))
     cfg.chmod(0o644)
     log = lab.workdir / f"envoy-{pod}.log"
     argv = [envoy_binary(), "-c", str(cfg), "--disable-hot-restart", "--concurrency", "1"]
