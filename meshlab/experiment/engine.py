@@ -18,7 +18,6 @@ from typing import Any
 from meshlab.errors import MeshlabError
 from meshlab.experiment import plan as planner
 from meshlab.experiment import provenance, spec, store
-from meshlab.testbed import state as tb_state
 
 
 def init(spec_path: Path, results_dir: Path, resume: Path | None) -> dict[str, Any]:
@@ -39,10 +38,6 @@ def init(spec_path: Path, results_dir: Path, resume: Path | None) -> dict[str, A
         run_dir = results_dir / exp.id / run_id
         if run_dir.exists():
             raise MeshlabError(f"{run_dir}: already exists; wait a second or use --resume")
-        try:
-            tb = tb_state.load()
-        except MeshlabError:
-            tb = None
         manifest = {
             "schema_version": store.SCHEMA_VERSION,
             "experiment": exp.canonical(),
@@ -54,10 +49,11 @@ def init(spec_path: Path, results_dir: Path, resume: Path | None) -> dict[str, A
             "started_at": store.now_iso(),
             "finished_at": None,
             "git": git,
-            "versions": provenance.versions(tb),
+            "versions": provenance.versions(),
             "host": {**provenance.host(), "testbed": "netns"},
             "inventory": {"testbed": ["localhost"], "kind": "netns"},
-            "pinning": exp.pinning.model_dump() if exp.design != "duet" else (tb or {}).get("cpus"),
+            # Duet pairs each own a CPU (testbed layout); every trial.json records its pinning.
+            "pinning": exp.pinning.model_dump() if exp.design != "duet" else "per pod pair",
             "rejections": [],
         }
         discarded = []

