@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from meshlab.experiment import measure, store
 from meshlab.experiment.load import script
 from meshlab.experiment.plan import attempt_of, trial_id
 from meshlab.experiment.samplers import Sampler, cpu_busy_now, read_jsonl
-from meshlab.experiment.spec import Experiment
+from meshlab.experiment.spec import Experiment, LoadPoint
 from meshlab.k6.results import read_latencies_ms, summarize
 from meshlab.testbed import state as tb_state
 from meshlab.testbed.iptables import save_line_count
@@ -108,158 +109,148 @@ def _submetric(summary: dict[str, Any], name: str, field: str) -> float:
     return float(metric.get(field, 0) or 0)
 
 
+@dataclass
+class _Trial:
+    """One trial of a step: its plan entry, where it writes, what it measures and pins."""
+
+    entry: dict[str, Any]
+    attempt: int
+    id: str
+    dir: Path
+    components: dict[str, Path]
+    cpus: dict[str, str]
+    rc: int = -1
+    k6_output: str = ""
+
+
+@dataclass
+class _Step:
+    """What all trials of a step share: the load point, settle result, window and samples."""
+
+    exp: Experiment
+    lp: LoadPoint
+    tb: dict[str, Any]
+    settled: dict[str, Any]
+    started_at: str
+    ended_at: str
+    window: dict[str, float]
+    stat_rows: list[dict[str, Any]]
+
+
+def _prepare(run_dir: Path, exp: Experiment, tb: dict[str, Any], plan: list[dict[str, Any]],
+             entry: dict[str, Any], lp: LoadPoint) -> _Trial:  # fmt: skip
+    attempt = attempt_of(plan, entry)
+    tid = trial_id(entry, attempt)
+    tdir = store.trial_dir(run_dir, tid)
+    if tdir.exists():  # an interrupted attempt: start it over
+        shutil.rmtree(tdir)
+    tdir.mkdir(parents=True)
+    url = tb_state.server_url(tb, entry["pair"]).replace("/get", lp.path)
+    (tdir / "load.js").write_text(script(lp, url))
+    trial = _Trial(entry, attempt, tid, tdir, _components(tb, entry["pair"]),
+                   _cpus(exp, tb, entry["pair"]))  # fmt: skip
+    pin_running(trial.components, trial.cpus)
+    return trial
+
+
+def _run_k6(trials: list[_Trial], tb: dict[str, Any], lp: LoadPoint) -> None:
+    """Start every trial's k6 at once (duet) and wait for all, within a hard time limit."""
+    procs = [
+        subprocess.Popen(
+            _k6_command(tb, t.entry["pair"], t.cpus["k6"], t.dir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={"K6_CSV_TIME_FORMAT": "unix_micro", "PATH": "/usr/bin:/bin"},
+        )
+        for t in trials
+    ]
+    limit = lp.warmup_s + lp.duration_s + 60
+    for trial, proc in zip(trials, procs, strict=True):
+        try:
+            out, _ = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            out += f"\nk6 killed after {limit} s"
+        trial.rc, trial.k6_output = proc.returncode, out
+
+
 def run_step(
     run_dir: Path, manifest: dict[str, Any], entries: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     exp = Experiment.model_validate(manifest["experiment"])
     tb = tb_state.load()
-    plan = manifest["plan"]
     lp = next(lp for lp in exp.load_points if lp.name == entries[0]["load_point"])
-    trials = []
-    for entry in entries:
-        attempt = attempt_of(plan, entry)
-        tid = trial_id(entry, attempt)
-        tdir = store.trial_dir(run_dir, tid)
-        if tdir.exists():  # an interrupted attempt: start it over
-            shutil.rmtree(tdir)
-        tdir.mkdir(parents=True)
-        url = tb_state.server_url(tb, entry["pair"]).replace("/get", lp.path)
-        (tdir / "load.js").write_text(script(lp, url))
-        comps = _components(tb, entry["pair"])
-        cpus = _cpus(exp, tb, entry["pair"])
-        pin_running(comps, cpus)
-        trials.append(
-            {
-                "entry": entry,
-                "attempt": attempt,
-                "id": tid,
-                "dir": tdir,
-                "components": comps,
-                "cpus": cpus,
-            }
-        )
+    trials = [_prepare(run_dir, exp, tb, manifest["plan"], e, lp) for e in entries]
 
     settled = settle(tb, exp.gates)
-    flood_rules = settled["rules"]
-    all_components = {
-        f"{name}@{t['entry']['pair']}": path
-        for t in trials
-        for name, path in t["components"].items()
-    }
-    scratch = trials[0]["dir"]
+    # Components of both duet pairs are sampled together, told apart by an @pair suffix.
+    components = {f"{n}@{t.entry['pair']}": p for t in trials for n, p in t.components.items()}
+    scratch = trials[0].dir
     started_at = store.now_iso()
     with (
         (scratch / ".proc-stat.jsonl").open("w") as ps,
         (scratch / ".cgroup-cpu.jsonl").open("w") as cg,
-        Sampler(ps, cg, all_components),
+        Sampler(ps, cg, components),
     ):
         t_launch = time.time()
-        procs = [
-            subprocess.Popen(
-                _k6_command(tb, t["entry"]["pair"], t["cpus"]["k6"], t["dir"]),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env={"K6_CSV_TIME_FORMAT": "unix_micro", "PATH": "/usr/bin:/bin"},
-            )
-            for t in trials
-        ]
-        limit = lp.warmup_s + lp.duration_s + 60
-        outputs = []
-        for proc in procs:
-            try:
-                out, _ = proc.communicate(timeout=limit)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, _ = proc.communicate()
-                out += f"\nk6 killed after {limit} s"
-            outputs.append((proc.returncode, out))
-    ended_at = store.now_iso()
-    window = {"start": t_launch + lp.warmup_s, "end": t_launch + lp.warmup_s + lp.duration_s}
-    stat_rows = read_jsonl(scratch / ".proc-stat.jsonl")
+        _run_k6(trials, tb, lp)
+    step = _Step(
+        exp, lp, tb, settled, started_at, store.now_iso(),
+        {"start": t_launch + lp.warmup_s, "end": t_launch + lp.warmup_s + lp.duration_s},
+        read_jsonl(scratch / ".proc-stat.jsonl"),
+    )  # fmt: skip
     cg_rows_all = read_jsonl(scratch / ".cgroup-cpu.jsonl")
+    proc_stat_raw = (scratch / ".proc-stat.jsonl").read_bytes()
+    for hidden in (".proc-stat.jsonl", ".cgroup-cpu.jsonl"):
+        (scratch / hidden).unlink(missing_ok=True)
 
     results = []
-    for t, (rc, k6_out) in zip(trials, outputs, strict=True):
-        tdir, entry = t["dir"], t["entry"]
-        suffix = f"@{entry['pair']}"
+    for t in trials:
+        suffix = f"@{t.entry['pair']}"
         cg_rows = [
             {**r, "component": r["component"].removesuffix(suffix)}
             for r in cg_rows_all
             if r["component"].endswith(suffix)
         ]
         # Raw files get their final names only now, complete (rename is atomic).
-        for hidden, final in (
-            (".k6-raw.csv.gz", "k6-raw.csv.gz"),
-            (".k6-summary.json", "k6-summary.json"),
-        ):
-            if (tdir / hidden).exists():
-                (tdir / hidden).replace(tdir / final)
-        store.atomic_write_bytes(
-            tdir / "proc-stat.jsonl", (scratch / ".proc-stat.jsonl").read_bytes()
-        )
-        store.atomic_write_bytes(
-            tdir / "cgroup-cpu.jsonl", "".join(json.dumps(r) + "\n" for r in cg_rows).encode()
-        )
-        store.atomic_write_bytes(tdir / "k6-output.txt", k6_out.encode())
-        results.append(
-            _judge(
-                exp,
-                lp,
-                tb,
-                t,
-                rc,
-                k6_out,
-                window,
-                stat_rows,
-                cg_rows,
-                settled,
-                flood_rules,
-                started_at,
-                ended_at,
-            )
-        )
-    for hidden in (".proc-stat.jsonl", ".cgroup-cpu.jsonl"):
-        (scratch / hidden).unlink(missing_ok=True)
+        for name in ("k6-raw.csv.gz", "k6-summary.json"):
+            if (t.dir / f".{name}").exists():
+                (t.dir / f".{name}").replace(t.dir / name)
+        store.atomic_write_bytes(t.dir / "proc-stat.jsonl", proc_stat_raw)
+        cg_text = "".join(json.dumps(r) + "\n" for r in cg_rows)
+        store.atomic_write_bytes(t.dir / "cgroup-cpu.jsonl", cg_text.encode())
+        store.atomic_write_bytes(t.dir / "k6-output.txt", t.k6_output.encode())
+        results.append(_judge(step, t, cg_rows))
     return results
 
 
-def _judge(
-    exp,
-    lp,
-    tb,
-    t,
-    rc,
-    k6_out,
-    window,
-    stat_rows,
-    cg_rows,
-    settled,
-    flood_rules,
-    started_at,
-    ended_at,
-) -> dict[str, Any]:
-    tdir, entry = t["dir"], t["entry"]
+def _judge(step: _Step, t: _Trial, cg_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Summarise the raw files, apply the gates, write trial.json (last: it marks completion)."""
+    exp, lp, window = step.exp, step.lp, step.window
     reasons: list[str] = []
     summary_doc: dict[str, Any] = {}
-    if (tdir / "k6-summary.json").exists():
-        summary_doc = json.loads((tdir / "k6-summary.json").read_text())
-    if rc != 0:
-        last = [ln for ln in k6_out.splitlines() if ln.strip()][-1:] or ["no output"]
-        reasons.append(f"k6 exited {rc}: {last[0][:200]}")
+    if (t.dir / "k6-summary.json").exists():
+        summary_doc = json.loads((t.dir / "k6-summary.json").read_text())
+    if t.rc != 0:
+        last = [ln for ln in t.k6_output.splitlines() if ln.strip()][-1:] or ["no output"]
+        reasons.append(f"k6 exited {t.rc}: {last[0][:200]}")
     requests = int(_submetric(summary_doc, "http_reqs", "count"))
     dropped = int(_submetric(summary_doc, "dropped_iterations", "count"))
     failed = round(_submetric(summary_doc, "http_req_failed", "passes"))
     achieved = requests / lp.duration_s
     latency: dict[str, float] = {}
-    if (tdir / "k6-raw.csv.gz").exists():
-        lat = read_latencies_ms(tdir / "k6-raw.csv.gz")
+    if (t.dir / "k6-raw.csv.gz").exists():
+        lat = read_latencies_ms(t.dir / "k6-raw.csv.gz")
         if lat.size:
             latency = summarize(lat)
     if not latency:
         reasons.append("no measured requests")
     cpu = measure.component_cpu(cg_rows, window["start"], window["end"], requests)
-    node, steal = measure.node_cpu_and_steal(stat_rows, window["start"], window["end"], requests)
+    node, steal = measure.node_cpu_and_steal(
+        step.stat_rows, window["start"], window["end"], requests
+    )
     cpu.update(node)
     gates, failed_gates = measure.evaluate_gates(
         rate=lp.rate,
@@ -270,23 +261,24 @@ def _judge(
         gates=exp.gates,
     )
     reasons += failed_gates
-    pods = _pods_of_pair(tb, entry["pair"])
+    entry = t.entry
+    pods = _pods_of_pair(step.tb, entry["pair"])
     doc = {
         "schema_version": store.SCHEMA_VERSION,
-        "trial_id": t["id"],
+        "trial_id": t.id,
         "plan_index": entry["index"],
         "round": entry["round"],
         "arm": entry["arm"],
         "dataplane": exp.arms[entry["arm"]].dataplane,
         "pair": entry["pair"],
-        "attempt": t["attempt"],
+        "attempt": t.attempt,
         "requeue_of": entry.get("requeue_of"),
         "load_point": lp.model_dump(),
-        "flood": {**_flood_numbers(entry["flood"]), "rules": flood_rules},
-        "started_at": started_at,
-        "ended_at": ended_at,
+        "flood": {**_flood_numbers(entry["flood"]), "rules": step.settled["rules"]},
+        "started_at": step.started_at,
+        "ended_at": step.ended_at,
         "window": window,
-        "settle": {k: v for k, v in settled.items() if k != "rules"},
+        "settle": {k: v for k, v in step.settled.items() if k != "rules"},
         "status": "rejected" if reasons else "valid",
         "rejection_reasons": reasons,
         "gates": gates,
@@ -298,10 +290,10 @@ def _judge(
         },
         "cpu": cpu,
         "steal": steal,
-        "pinning": t["cpus"],
+        "pinning": t.cpus,
         "pods": {"client": pods["client"]["name"], "server": pods["server"]["name"]},
     }
-    store.atomic_write_json(tdir / "trial.json", doc)
+    store.atomic_write_json(t.dir / "trial.json", doc)
     return doc
 
 

@@ -18,21 +18,10 @@ ENV = dict(
     ANSIBLE_NOCOLOR="1",
     NO_COLOR="1",
 )
-CLUSTER_ROLES = [
-    "kube_apply",
-    "cluster_validate",
-    "node_prep",
-    "steal_recorder",
-    "containerd",
-    "kubernetes",
-    "calico",
-    "istio",
-    "merbridge",
-    "node_exporter",
-    "monitoring",
-    "flooder",
-    "workload",
-]
+# Every role that is not part of the local testbed belongs to the cloud cluster.
+CLUSTER_ROLES = sorted(
+    p.name for p in (REPO / "roles").iterdir() if p.is_dir() and not p.name.startswith("testbed_")
+)
 PLAYBOOKS = ["playbooks/site.yml", "playbooks/cluster_arm.yml", "playbooks/cluster_flood.yml"]
 
 

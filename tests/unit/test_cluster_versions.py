@@ -11,21 +11,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO / "playbooks/group_vars/all/versions.yml"
 VERSIONS = yaml.safe_load(VERSIONS_FILE.read_text())
-CLUSTER_ROLES = [
-    "kube_apply",
-    "cluster_validate",
-    "node_prep",
-    "steal_recorder",
-    "containerd",
-    "kubernetes",
-    "calico",
-    "istio",
-    "merbridge",
-    "node_exporter",
-    "monitoring",
-    "flooder",
-    "workload",
-]
+# Every role that is not part of the local testbed belongs to the cloud cluster.
+CLUSTER_ROLES = sorted(
+    p.name for p in (REPO / "roles").iterdir() if p.is_dir() and not p.name.startswith("testbed_")
+)
 PLAYBOOKS = [REPO / "playbooks/site.yml", *sorted((REPO / "playbooks").glob("cluster_*.yml"))]
 SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
 # Pins that could not be verified offline when they were written. Each entry says why; the test
