@@ -12,14 +12,19 @@ APT_PACKAGES := nginx libnginx-mod-http-echo iptables iproute2 clang llvm libbpf
 EXPERIMENT ?= experiments/default.yml
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup apt venv lab test test-unit test-testbed lint bench-testbed bench-report clean
+.PHONY: help setup apt venv bpf lab test test-unit test-testbed lint bench-testbed bench-report clean
 
 help:
 	@echo "make lab    set up, bring the local testbed up, run $(EXPERIMENT), write the report"
 	@echo "make test   set up, then lint and the whole test suite (root: namespaces, iptables, eBPF)"
 	@echo "make lint   ruff, yamllint, ansible-lint (production profile)"
 
-setup: apt venv
+setup: apt venv bpf
+
+# The eBPF arm's programs, compiled against this kernel's BTF. A host that cannot build them
+# still gets a working iptables arm; `--dataplane ebpf` then names what is missing.
+bpf: venv
+	@$(PY) -m meshlab.ebpf build || echo "setup: the eBPF arm is unavailable on this host (above); the iptables arm works"
 
 # Idempotent: installs only what is missing. policy-rc.d keeps Debian from starting nginx or
 # prometheus in the host's root namespace; the testbed runs its own copies inside namespaces.

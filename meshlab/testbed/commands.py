@@ -17,12 +17,11 @@ def _arm(dataplane: str) -> str:
             f"--dataplane: {dataplane!r} is not an arm; expected one of {', '.join(tb_state.ARMS)}"
         )
     if dataplane != "iptables":
-        # Until the eBPF programs are wired into the testbed roles, refuse rather than leave
-        # pods without capture.
-        raise MeshlabError(
-            f"--dataplane {dataplane}: the eBPF arm is not built into this meshlab yet; "
-            "use --dataplane iptables"
-        )
+        # Fails in one line naming the missing kernel or toolchain feature, before anything
+        # changes: the testbed stays in the arm it is in.
+        from meshlab.ebpf import features
+
+        features.require(build=True)
     return dataplane
 
 

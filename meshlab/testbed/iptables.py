@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from meshlab.ebpf.capture import raw_table
 from meshlab.errors import MeshlabError
 from meshlab.testbed import rules
 from meshlab.testbed.flood import parse_flood
@@ -127,8 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.istio:
-            text = rules.istio_capture(args.istio)
-        elif args.kube_proxy_filter:
+            # The arm's nat capture, and the raw table the eBPF arms need (empty otherwise).
+            nat = apply(args.netns, rules.istio_capture(args.istio))
+            raw = apply(args.netns, raw_table(args.istio))
+            print(json.dumps({**nat, "changed": nat["changed"] or raw["changed"], "raw": raw}))
+            return 0
+        if args.kube_proxy_filter:
             text = rules.kube_proxy_filter()
         else:
             flood = parse_flood(args.kube_proxy_nat)

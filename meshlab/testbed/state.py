@@ -107,10 +107,7 @@ def status(state: dict[str, Any]) -> dict[str, Any]:
         "server_url": server_url(state),
         "duet": state.get("duet", False),
     }
-    try:  # the eBPF arm reports its programs and maps when it is built in
-        from meshlab.ebpf import dataplane as ebpf_dataplane
+    from meshlab.ebpf import status as ebpf_status
 
-        doc["ebpf"] = ebpf_dataplane.status()
-    except ImportError:
-        doc["ebpf"] = None
+    doc["ebpf"] = ebpf_status(Path(state["bpf_pin_root"]))  # programs, map counts, modes
     return doc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -106,6 +107,34 @@ def meshlab_cli(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess
 def testbed() -> Iterator[Testbed]:
     commands.up()
     yield Testbed(host=testinfra.get_host("local://"))
+    commands.down()  # the suite leaves the host as it found it
+
+
+ARMS = ("iptables", "ebpf", "ebpf-connect")
+
+
+@pytest.fixture(scope="module", params=ARMS)
+def arm_name(request: pytest.FixtureRequest) -> str:
+    """Module scope makes pytest group the tests by arm: three switches, not three per test."""
+    return request.param
+
+
+@pytest.fixture
+def arm(arm_name: str, testbed: Testbed) -> Testbed:
+    """The testbed in each dataplane arm in turn (no flood): the mesh must behave the same."""
+    doc = testbed.status
+    if doc["dataplane"] != arm_name:
+        commands.set_dataplane(arm_name)
+    if doc["flood"]["spec"] != "off":
+        commands.set_flood("off")
+    return testbed
+
+
+@pytest.fixture
+def ebpf_arm(testbed: Testbed) -> Testbed:
+    if testbed.status["dataplane"] != "ebpf":
+        commands.set_dataplane("ebpf")
+    return testbed
 
 
 @pytest.fixture
@@ -117,6 +146,51 @@ def iptables_arm(testbed: Testbed) -> Testbed:
     if doc["flood"]["spec"] != "off":
         commands.set_flood("off")
     return testbed
+
+
+class Load:
+    """A bounded k6 load from the client pod, in the background (stops by itself)."""
+
+    def __init__(self, rate: int, seconds: int, mode: str, out: Path) -> None:
+        from meshlab.experiment.load import script
+        from meshlab.experiment.spec import LoadPoint
+
+        tb = tb_state.load()
+        lp = LoadPoint(name="t", rate=rate, duration_s=seconds, warmup_s=0, connection_mode=mode)
+        (out / "load.js").write_text(script(lp, tb_state.server_url(tb)))
+        self.csv, self.summary = out / "raw.csv.gz", out / "summary.json"
+        self.proc = subprocess.Popen(
+            [*MESHLAB, "testbed", "exec", "client", "--", tb["k6_bin"], "run", "--quiet",
+             "--no-usage-report", "--out", f"csv={self.csv}", "--summary-export",
+             str(self.summary), str(out / "load.js")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={"K6_CSV_TIME_FORMAT": "unix_micro", "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+
+    def wait(self, timeout: float = 120) -> dict[str, Any]:
+        out, _ = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, out[-2000:]
+        return json.loads(self.summary.read_text())["metrics"]
+
+    def failures(self) -> list[float]:
+        """Unix times of failed requests (k6's http_req_failed rows with value 1)."""
+        import csv
+        import gzip
+
+        with gzip.open(self.csv, "rt") as fh:
+            return [
+                int(row["timestamp"]) / 1e6
+                for row in csv.DictReader(fh)
+                if row["metric_name"] == "http_req_failed" and float(row["metric_value"]) > 0
+            ]
+
+
+@pytest.fixture
+def load(tmp_path: Path) -> Callable[..., Load]:
+    def start(rate: int = 200, seconds: int = 5, mode: str = "keepalive") -> Load:
+        return Load(rate, seconds, mode, tmp_path)
+
+    return start
 
 
 @pytest.fixture

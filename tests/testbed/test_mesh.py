@@ -1,4 +1,5 @@
-"""The mesh behaves like Istio's: mTLS between sidecars, RBAC, route timeout, capture."""
+"""The mesh behaves like Istio's in every dataplane arm: mTLS between sidecars, RBAC, the
+route timeout, STRICT mTLS against plaintext; and the iptables arm captures with iptables."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ pytestmark = [pytest.mark.root, pytest.mark.testbed]
 NEW_CONNECTION = ("-H", "x-meshlab-connection: new")
 
 
-def test_get_goes_through_both_sidecars_over_mtls(iptables_arm):
-    tb = iptables_arm
+def test_get_goes_through_both_sidecars_over_mtls(arm):
+    tb = arm
     url = tb.status["server_url"]
     before_srv, before_cli = tb.envoy_stats("server"), tb.envoy_stats("client")
     code, _, _ = tb.curl("client", url, *NEW_CONNECTION)
@@ -32,35 +33,35 @@ def test_get_goes_through_both_sidecars_over_mtls(iptables_arm):
     assert after_cli[key] == before_cli.get(key, 0) + 1
 
 
-def test_post_is_denied_by_rbac(iptables_arm):
-    tb = iptables_arm
+def test_post_is_denied_by_rbac(arm):
+    tb = arm
     before = tb.envoy_stats("server").get("http.inbound_0.0.0.0_80.rbac.denied", 0)
     code, _, _ = tb.curl("client", tb.status["server_url"], "-X", "POST", "-d", "x=1")
     assert code == "403"
     assert tb.envoy_stats("server")["http.inbound_0.0.0.0_80.rbac.denied"] == before + 1
 
 
-def test_other_paths_are_denied(iptables_arm):
-    url = iptables_arm.status["server_url"].replace("/get", "/headers")
-    assert iptables_arm.curl("client", url)[0] == "403"
+def test_other_paths_are_denied(arm):
+    url = arm.status["server_url"].replace("/get", "/headers")
+    assert arm.curl("client", url)[0] == "403"
 
 
-def test_route_timeout_is_two_seconds(iptables_arm):
-    url = iptables_arm.status["server_url"].replace("/get", "/delay/3")
-    code, seconds, _ = iptables_arm.curl("client", url)
+def test_route_timeout_is_two_seconds(arm):
+    url = arm.status["server_url"].replace("/get", "/delay/3")
+    code, seconds, _ = arm.curl("client", url)
     assert code == "504"
     assert 1.9 <= seconds <= 2.8
 
 
-def test_plaintext_from_outside_the_mesh_fails(iptables_arm):
-    server_ip = iptables_arm.status["pods"]["server"]["ip"]
-    code, _, rc = iptables_arm.curl("node", f"http://{server_ip}/get")
+def test_plaintext_from_outside_the_mesh_fails(arm):
+    server_ip = arm.status["pods"]["server"]["ip"]
+    code, _, rc = arm.curl("node", f"http://{server_ip}/get")
     assert code == "000" and rc != 0  # STRICT mTLS: the inbound sidecar closes plaintext
 
 
-def test_only_the_client_identity_is_authorized(iptables_arm):
+def test_only_the_client_identity_is_authorized(arm):
     """A valid mesh certificate of another identity (the server's) is authenticated but denied."""
-    tb = iptables_arm
+    tb = arm
     pki = "/run/meshlab/pki"
     server_ip = tb.status["pods"]["server"]["ip"]
     common = ("-k", "--cacert", f"{pki}/ca.crt")
@@ -126,8 +127,8 @@ def test_host_root_namespace_is_untouched(iptables_arm):
     assert "198.1" not in host.check_output("ip -4 route show")
 
 
-def test_monitoring_scrapes_node_and_both_envoys(iptables_arm, wait_until):
-    tb = iptables_arm
+def test_monitoring_scrapes_node_and_both_envoys(arm, wait_until):
+    tb = arm
     gw = tb.status["node"]["gateway"]
     seen: dict = {}
 
