@@ -12,7 +12,7 @@ APT_PACKAGES := nginx libnginx-mod-http-echo iptables iproute2 clang llvm libbpf
 EXPERIMENT ?= experiments/default.yml
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup apt venv bpf lab test test-unit test-testbed lint bench-testbed bench-report clean
+.PHONY: help setup apt venv bpf lab test test-unit test-testbed lint bench-testbed bench-dataplane bench-report clean
 
 help:
 	@echo "make lab    set up, bring the local testbed up, run $(EXPERIMENT), write the report"
@@ -70,6 +70,9 @@ test: setup lint
 
 bench-testbed: setup
 	$(PY) -m meshlab.bench.testbed
+
+bench-dataplane: setup
+	$(PY) -m meshlab.bench.dataplane
 
 bench-report: venv
 	$(PY) -m meshlab.bench.report

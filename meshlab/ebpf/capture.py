@@ -21,6 +21,8 @@ as it is with the REDIRECT.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 # iptables-restore input for the raw table of a pod namespace in the ebpf/ebpf-connect arms.
 EBPF_RAW = """*raw
 :PREROUTING ACCEPT [0:0]
@@ -42,5 +44,27 @@ COMMIT
 """
 
 
-def raw_table(arm: str) -> str:
-    return IPTABLES_RAW if arm == "iptables" else EBPF_RAW
+def raw_table(arm: str, mesh_ips: Sequence[str] | None = None) -> str:
+    """The raw table for `arm`. With `mesh_ips` (the meshed pods on this host), the 15006 legs
+    are untracked only between those pods: the legs the programs bypass. A client outside the
+    eBPF bypass (another node, an ingress, the node namespace) still reaches :80 through the
+    inbound REDIRECT, whose replies leave from :15006 and must stay tracked to be un-NATed
+    back to :80."""
+    if arm == "iptables":
+        return IPTABLES_RAW
+    if mesh_ips is None:
+        return EBPF_RAW
+    rules = []
+    for ip in mesh_ips:
+        rules += [
+            f"-A PREROUTING -s {ip}/32 -p tcp -m tcp --dport 15006 -j NOTRACK",
+            f"-A PREROUTING -s {ip}/32 -p tcp -m tcp --sport 15006 -j NOTRACK",
+            f"-A OUTPUT -d {ip}/32 -p tcp -m tcp --dport 15006 -j NOTRACK",
+            f"-A OUTPUT -d {ip}/32 -p tcp -m tcp --sport 15006 -j NOTRACK",
+        ]
+    rules += [
+        "-A OUTPUT -o lo -p tcp -m tcp --dport 15001 -j NOTRACK",
+        "-A OUTPUT -o lo -p tcp -m tcp --sport 15001 -j NOTRACK",
+    ]
+    head = "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+    return head + "\n".join(rules) + "\nCOMMIT\n"

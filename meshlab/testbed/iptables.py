@@ -125,12 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--kube-proxy-nat", metavar="FLOOD", help="PODSxSERVICES or off")
     what.add_argument("--kube-proxy-filter", action="store_true")
     parser.add_argument("--services", default="", help="name=vip:port>endpoint:port,...")
+    parser.add_argument("--mesh-ips", default="", help="meshed pod IPs on this host (eBPF arms)")
     args = parser.parse_args(argv)
     try:
         if args.istio:
             # The arm's nat capture, and the raw table the eBPF arms need (empty otherwise).
             nat = apply(args.netns, rules.istio_capture(args.istio))
-            raw = apply(args.netns, raw_table(args.istio))
+            mesh_ips = [ip for ip in args.mesh_ips.split(",") if ip]
+            raw = apply(args.netns, raw_table(args.istio, mesh_ips or None))
             print(json.dumps({**nat, "changed": nat["changed"] or raw["changed"], "raw": raw}))
             return 0
         if args.kube_proxy_filter:

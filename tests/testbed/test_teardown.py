@@ -17,7 +17,11 @@ def _run(*argv: str) -> str:
 
 
 def test_down_leaves_nothing_then_up_restores(testbed):
+    # In the eBPF arm with a flood, so that programs, pins, raw rules and 100k rules all exist.
+    commands.set_dataplane("ebpf")
+    commands.set_flood("50x500")
     doc = testbed.status
+    assert doc["ebpf"]["loaded"] and Path("/sys/fs/bpf/meshlab").exists()
     cgroup_parent = Path(doc["pods"]["client"]["cgroup"]).parents[1]
     daemon_pids = [pid for pod in doc["pods"].values() for pid in pod["pids"]]
     assert daemon_pids
@@ -34,6 +38,7 @@ def test_down_leaves_nothing_then_up_restores(testbed):
     assert "KUBE-" not in saved and "ISTIO_" not in saved
     assert "veth-" not in _run("ip", "-o", "link", "show")
     assert "meshlab" not in _run("bpftool", "cgroup", "tree")
+    assert "ml_" not in _run("bpftool", "prog", "show")  # no program of ours is still loaded
     # A second down is a no-op, not an error.
     assert commands.down().changed == 0
 

@@ -127,3 +127,17 @@ def test_services_spec_from_the_role():
         ("198.18.1.20",),
         80,
     )
+
+
+def test_ebpf_raw_table_untracks_only_legs_between_meshed_pods():
+    from meshlab.ebpf.capture import raw_table
+
+    assert parse(raw_table("iptables", ["198.18.1.10"])).rule_count == 0
+    table = parse(raw_table("ebpf", ["198.18.1.10", "198.18.1.20"]))
+    sport_out = [r for r in table.rules["OUTPUT"] if "--sport 15006" in r]
+    # Replies from :15006 to anyone else (a REDIRECTed client outside the bypass) stay tracked.
+    assert sport_out == [
+        "-A OUTPUT -d 198.18.1.10/32 -p tcp -m tcp --sport 15006 -j NOTRACK",
+        "-A OUTPUT -d 198.18.1.20/32 -p tcp -m tcp --sport 15006 -j NOTRACK",
+    ]
+    assert all(" -s 198.18.1." in r for r in table.rules["PREROUTING"])
