@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from meshlab.experiment.samplers import PROC_STAT_FIELDS
 from meshlab.k6.results import summarize
 
 T0 = 1_795_600_000.0  # 2026-11-25, fixed so runs are byte-identical for a seed
@@ -472,18 +473,7 @@ class _Writer:
         (tdir / "cgroup-cpu.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cgrp))
 
 
-_MODES = (
-    "user",
-    "nice",
-    "system",
-    "idle",
-    "iowait",
-    "irq",
-    "softirq",
-    "steal",
-    "guest",
-    "guest_nice",
-)
+_MODES = PROC_STAT_FIELDS  # the sampler's own field list: synthetic runs match real ones
 
 
 def _pods(flood: str) -> int:
