@@ -101,7 +101,7 @@ def prepare(run_dir: Path, manifest: dict[str, Any], index: int, target_url: str
         "flood": flood_numbers(entry["flood"]),
         # Paths relative to the node's trial directory (the node agent runs k6 there).
         "k6_args": load.run_args(K6_FILES[0], K6_FILES[1], "load.js"),
-        "k6_env": load.K6_ENV,
+        "k6_env": [f"{k}={v}" for k, v in load.K6_ENV.items()],
         "time_limit_s": load.time_limit_s(lp),
     }
 

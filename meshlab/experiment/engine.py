@@ -85,6 +85,7 @@ def init(
         "planned": len(manifest["plan"]),
         "done": len(done),
         "duet": exp.design == "duet",
+        "dataplanes": sorted({arm.dataplane for arm in exp.arms.values()}),
         "first_flood": exp.flood_sizes[0],
         "max_steps": len(manifest["plan"]) * (exp.gates.max_requeues + 1) + 1,
         "discarded_unfinished": discarded,

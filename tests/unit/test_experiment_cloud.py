@@ -198,7 +198,7 @@ def test_prepare_writes_load_js_and_says_how_to_run_k6(tmp_path: Path) -> None:
     assert prep["flood"] == {"spec": "off", "pods": 0, "services": 0}
     assert prep["k6_args"][:2] == ["run", "--quiet"]
     assert "csv=k6-raw.csv.gz" in prep["k6_args"] and prep["k6_args"][-1] == "load.js"
-    assert prep["k6_env"] == {"K6_CSV_TIME_FORMAT": "unix_micro"}
+    assert prep["k6_env"] == ["K6_CSV_TIME_FORMAT=unix_micro"]
     assert prep["time_limit_s"] == 2 + 6 + 60
     assert not (Path(prep["dir"]) / "trial.json").exists()  # not finished: resume reruns it
 
