@@ -1,9 +1,11 @@
 """The experiment engine's steps, called by experiment.yml (python -m meshlab.experiment ...):
 
-init   validate the definition, write manifest.json with the seeded plan (or resume one)
-next   the next plan step (one trial; two for duet) and the arms it needs, or done
-step   run that step on the testbed, judge the gates, re-queue rejections
-finish close the run: complete, or environment-unfit when too many trials were rejected
+init    validate the definition, write manifest.json with the seeded plan (or resume one)
+next    the next plan step (one trial; two for duet) and the arms it needs, or done
+step    run that step on the local testbed, judge the gates, re-queue rejections
+prepare (cloud) create a step's trial dir and load.js; print what the playbook runs where
+ingest  (cloud) judge a trial from the raw files fetched from the nodes, re-queue rejections
+finish  close the run: complete, or environment-unfit when too many trials were rejected
 """
 
 from __future__ import annotations
@@ -19,13 +21,29 @@ from meshlab.errors import MeshlabError
 from meshlab.experiment import plan as planner
 from meshlab.experiment import provenance, spec, store
 
+TESTBEDS = ("netns", "k8s")
 
-def init(spec_path: Path, results_dir: Path, resume: Path | None) -> dict[str, Any]:
+
+def init(
+    spec_path: Path,
+    results_dir: Path,
+    resume: Path | None,
+    testbed: str = "netns",
+    inventory: dict[str, Any] | None = None,
+    versions: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """`inventory` and `versions` describe a cloud testbed (k8s); the local one finds its own."""
     if resume:
         run_dir = resume
         manifest = store.load_manifest(run_dir)
         if manifest["status"] == "complete":
             raise MeshlabError(f"{run_dir}: this run is already complete; nothing to resume")
+        started_on = manifest.get("host", {}).get("testbed", "netns")
+        if started_on != testbed:
+            raise MeshlabError(
+                f"{run_dir}: started on the {started_on} testbed; the inventory now holds the "
+                f"{testbed} testbed (resume it where it started)"
+            )
         discarded = store.discard_unfinished(run_dir)
         manifest["status"] = "running"
         manifest.setdefault("resumed_at", []).append(store.now_iso())
@@ -33,6 +51,10 @@ def init(spec_path: Path, results_dir: Path, resume: Path | None) -> dict[str, A
         exp = spec.Experiment.model_validate(manifest["experiment"])
     else:
         exp = spec.load(spec_path)
+        if testbed == "k8s":
+            from meshlab.experiment.cloud import check_fits
+
+            check_fits(exp, str(spec_path))
         git = provenance.git()
         run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{git['sha']}"
         run_dir = results_dir / exp.id / run_id
@@ -49,11 +71,10 @@ def init(spec_path: Path, results_dir: Path, resume: Path | None) -> dict[str, A
             "started_at": store.now_iso(),
             "finished_at": None,
             "git": git,
-            "versions": provenance.versions(),
-            "host": {**provenance.host(), "testbed": "netns"},
-            "inventory": {"testbed": ["localhost"], "kind": "netns"},
-            # Duet pairs each own a CPU (testbed layout); every trial.json records its pinning.
-            "pinning": exp.pinning.model_dump() if exp.design != "duet" else "per pod pair",
+            "versions": {**provenance.versions(), **(versions or {})},
+            "host": {**provenance.host(), "testbed": testbed},
+            "inventory": inventory or {"testbed": ["localhost"], "kind": "netns"},
+            "pinning": _pinning(exp, testbed),
             "rejections": [],
         }
         discarded = []
@@ -64,10 +85,19 @@ def init(spec_path: Path, results_dir: Path, resume: Path | None) -> dict[str, A
         "planned": len(manifest["plan"]),
         "done": len(done),
         "duet": exp.design == "duet",
+        "dataplanes": sorted({arm.dataplane for arm in exp.arms.values()}),
         "first_flood": exp.flood_sizes[0],
         "max_steps": len(manifest["plan"]) * (exp.gates.max_requeues + 1) + 1,
         "discarded_unfinished": discarded,
     }
+
+
+def _pinning(exp: spec.Experiment, testbed: str) -> dict[str, str] | str:
+    # Every trial.json records the CPUs its components really ran on.
+    if testbed == "k8s":
+        return "per trial (Kubernetes static CPU manager: exclusive CPUs of each container)"
+    # Duet pairs each own a CPU (testbed layout).
+    return exp.pinning.model_dump() if exp.design != "duet" else "per pod pair"
 
 
 def _rejected_share(manifest: dict[str, Any], done: dict[int, dict[str, Any]]) -> float:
@@ -122,9 +152,33 @@ def step(run_dir: Path, indexes: list[int]) -> dict[str, Any]:
     from meshlab.experiment.trial import run_step  # heavy imports only when trials run
 
     manifest = store.load_manifest(run_dir)
-    plan = manifest["plan"]
-    entries = [plan[i] for i in indexes]
+    entries = [manifest["plan"][i] for i in indexes]
     results = run_step(run_dir, manifest, entries)
+    return _record(run_dir, manifest, entries, results)
+
+
+def prepare(run_dir: Path, index: int, target_url: str) -> dict[str, Any]:
+    from meshlab.experiment import cloud
+
+    return cloud.prepare(run_dir, store.load_manifest(run_dir), index, target_url)
+
+
+def ingest(run_dir: Path, index: int, raw: Path) -> dict[str, Any]:
+    from meshlab.experiment import cloud  # heavy imports only when trials are judged
+
+    manifest = store.load_manifest(run_dir)
+    result = cloud.ingest(run_dir, manifest, index, raw)
+    return _record(run_dir, manifest, [manifest["plan"][index]], [result])
+
+
+def _record(
+    run_dir: Path,
+    manifest: dict[str, Any],
+    entries: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Note rejections in the manifest and re-queue them; the step's one-line summary."""
+    plan = manifest["plan"]
     max_requeues = manifest["experiment"]["gates"]["max_requeues"]
     if any(r["status"] == "rejected" for r in results):
         for entry, result in zip(entries, results, strict=True):
@@ -185,21 +239,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spec", type=Path, required=True)
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--resume", type=Path, default=None)
+    p.add_argument("--testbed", choices=TESTBEDS, default="netns")
+    p.add_argument("--inventory-json", type=json.loads, default=None, help="cloud: groups -> hosts")
+    p.add_argument("--versions-json", type=json.loads, default=None, help="cloud: pinned versions")
     for name in ("next", "finish"):
         sub.add_parser(name).add_argument("run_dir", type=Path)
     p = sub.add_parser("step")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--index", type=int, action="append", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--index", type=int, required=True)
+    p.add_argument("--target-url", required=True, help="the server as k6 reaches it: http://HOST")
+    p = sub.add_parser("ingest")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--index", type=int, required=True)
+    p.add_argument("--raw", type=Path, required=True, help="directory of the fetched raw files")
     sub.choices["finish"].add_argument("--interrupted", action="store_true")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "init":
             resume = args.resume if args.resume and str(args.resume) else None
-            out = init(args.spec, args.results_dir, resume)
+            out = init(
+                args.spec,
+                args.results_dir,
+                resume,
+                args.testbed,
+                args.inventory_json,
+                args.versions_json,
+            )
         elif args.cmd == "next":
             out = next_step(args.run_dir)
         elif args.cmd == "step":
             out = step(args.run_dir, args.index)
+        elif args.cmd == "prepare":
+            out = prepare(args.run_dir, args.index, args.target_url)
+        elif args.cmd == "ingest":
+            out = ingest(args.run_dir, args.index, args.raw)
         else:
             out = finish(args.run_dir, args.interrupted)
     except MeshlabError as err:

@@ -1,5 +1,6 @@
 """The k6 load of one trial: constant-arrival-rate (open model), a warm-up scenario then the
-measured one, keep-alive or a new connection on every hop."""
+measured one, keep-alive or a new connection on every hop; and how k6 is invoked on it (the
+same arguments on every testbed)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import json
 from meshlab.experiment.spec import LoadPoint
 
 # Thresholds that always pass force k6 to export these per-scenario submetrics in its summary.
+# CSV timestamps in microseconds since the epoch: the window cut needs sub-second resolution.
+K6_ENV = {"K6_CSV_TIME_FORMAT": "unix_micro"}
+# k6 gets this long beyond warm-up + measured window before it is killed.
+TIME_LIMIT_GRACE_S = 60
+
 _SUBMETRICS = (
     "dropped_iterations{scenario:measure}",
     "http_reqs{scenario:measure}",
@@ -60,3 +66,20 @@ def script(lp: LoadPoint, url: str) -> str:
         f"const PARAMS = {{ headers: {json.dumps(headers)} }};\n"
         "export default function () { http.get(URL, PARAMS); }\n"
     )
+
+
+def run_args(csv_out: str, summary_out: str, script_path: str) -> list[str]:
+    """`k6 run ...` arguments after the binary: raw CSV + summary export, no noise on stdout."""
+    return [
+        "run",
+        "--quiet",
+        "--no-usage-report",
+        "--no-color",
+        "--out", f"csv={csv_out}",
+        "--summary-export", summary_out,
+        script_path,
+    ]  # fmt: skip
+
+
+def time_limit_s(lp: LoadPoint) -> int:
+    return lp.warmup_s + lp.duration_s + TIME_LIMIT_GRACE_S

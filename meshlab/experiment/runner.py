@@ -21,6 +21,9 @@ from meshlab.errors import MeshlabError
 from meshlab.experiment import engine, spec, store
 from meshlab.testbed import state as tb_state
 
+# Tasks whose stdout is a step's result (local testbed: step; cloud testbed: ingest).
+STEP_RESULT_TASKS = ("Run the step's trials", "Judge the trial from the fetched files")
+
 
 class _Watcher:
     """Turns ansible-runner events into progress: plan size, trial i/N, arm, round, p50, steal."""
@@ -56,7 +59,7 @@ class _Watcher:
                     total=nxt["total"],
                     description=f"trial {nxt['position']}/{nxt['total']} {nxt['label']}{self.last}",
                 )
-        elif task == "Run the step's trials":
+        elif task in STEP_RESULT_TASKS:
             out = json.loads(stdout)
             t = out["trials"][-1]
             p50 = f"{t['p50_ms']:.3f} ms" if t["p50_ms"] is not None else "-"

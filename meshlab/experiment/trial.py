@@ -1,4 +1,5 @@
-"""Run the trial(s) of one plan step on the local testbed: settle, load, sample, judge, store.
+"""Run the trial(s) of one plan step on the local testbed: settle, pin, load, sample; then hand
+the evidence to meshlab.experiment.judge (shared with the cloud adapter).
 
 A duet step is two trials started together on pod pairs 1 and 2. The trial dir's trial.json is
 written last: its presence is what marks a trial finished (resume relies on it).
@@ -7,19 +8,23 @@ written last: its presence is what marks a trial finished (resume relies on it).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshlab.experiment import measure, store
-from meshlab.experiment.load import script
-from meshlab.experiment.plan import attempt_of, trial_id
+from meshlab.experiment import load, store
+from meshlab.experiment.judge import Evidence, judge
 from meshlab.experiment.samplers import Sampler, cpu_busy_now, read_jsonl
 from meshlab.experiment.spec import Experiment, LoadPoint
-from meshlab.k6.results import read_latencies_ms, summarize
+from meshlab.experiment.trialdir import (
+    TrialSlot,
+    load_point,
+    open_trial,
+    with_path,
+    write_load_script,
+)
 from meshlab.testbed import state as tb_state
 from meshlab.testbed.iptables import save_line_count
 
@@ -94,61 +99,36 @@ def _k6_command(tb: dict[str, Any], pair: int, cpus: str, tdir: Path) -> list[st
         cpus,
         "-",
         tb["k6_bin"],
-        "run",
-        "--quiet",
-        "--no-usage-report",
-        "--no-color",
-        "--out", f"csv={tdir / '.k6-raw.csv.gz'}",
-        "--summary-export", str(tdir / ".k6-summary.json"),
-        str(tdir / "load.js"),
-    ]  # fmt: skip
-
-
-def _submetric(summary: dict[str, Any], name: str, field: str) -> float:
-    metric = summary.get("metrics", {}).get(f"{name}{{scenario:measure}}", {})
-    return float(metric.get(field, 0) or 0)
+        *load.run_args(
+            str(tdir / ".k6-raw.csv.gz"), str(tdir / ".k6-summary.json"), str(tdir / "load.js")
+        ),
+    ]
 
 
 @dataclass
 class _Trial:
-    """One trial of a step: its plan entry, where it writes, what it measures and pins."""
+    """One trial of a step: its slot in the run, what it measures and pins, how k6 ended."""
 
-    entry: dict[str, Any]
-    attempt: int
-    id: str
-    dir: Path
+    slot: TrialSlot
     components: dict[str, Path]
     cpus: dict[str, str]
     rc: int = -1
     k6_output: str = ""
 
+    @property
+    def entry(self) -> dict[str, Any]:
+        return self.slot.entry
 
-@dataclass
-class _Step:
-    """What all trials of a step share: the load point, settle result, window and samples."""
-
-    exp: Experiment
-    lp: LoadPoint
-    tb: dict[str, Any]
-    settled: dict[str, Any]
-    started_at: str
-    ended_at: str
-    window: dict[str, float]
-    stat_rows: list[dict[str, Any]]
+    @property
+    def dir(self) -> Path:
+        return self.slot.dir
 
 
 def _prepare(run_dir: Path, exp: Experiment, tb: dict[str, Any], plan: list[dict[str, Any]],
              entry: dict[str, Any], lp: LoadPoint) -> _Trial:  # fmt: skip
-    attempt = attempt_of(plan, entry)
-    tid = trial_id(entry, attempt)
-    tdir = store.trial_dir(run_dir, tid)
-    if tdir.exists():  # an interrupted attempt: start it over
-        shutil.rmtree(tdir)
-    tdir.mkdir(parents=True)
-    url = tb_state.server_url(tb, entry["pair"]).replace("/get", lp.path)
-    (tdir / "load.js").write_text(script(lp, url))
-    trial = _Trial(entry, attempt, tid, tdir, _components(tb, entry["pair"]),
-                   _cpus(exp, tb, entry["pair"]))  # fmt: skip
+    slot = open_trial(run_dir, plan, entry)
+    write_load_script(slot, lp, with_path(tb_state.server_url(tb, entry["pair"]), lp.path))
+    trial = _Trial(slot, _components(tb, entry["pair"]), _cpus(exp, tb, entry["pair"]))
     pin_running(trial.components, trial.cpus)
     return trial
 
@@ -161,11 +141,11 @@ def _run_k6(trials: list[_Trial], tb: dict[str, Any], lp: LoadPoint) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={"K6_CSV_TIME_FORMAT": "unix_micro", "PATH": "/usr/bin:/bin"},
+            env={**load.K6_ENV, "PATH": "/usr/bin:/bin"},
         )
         for t in trials
     ]
-    limit = lp.warmup_s + lp.duration_s + 60
+    limit = load.time_limit_s(lp)
     for trial, proc in zip(trials, procs, strict=True):
         try:
             out, _ = proc.communicate(timeout=limit)
@@ -181,7 +161,7 @@ def run_step(
 ) -> list[dict[str, Any]]:
     exp = Experiment.model_validate(manifest["experiment"])
     tb = tb_state.load()
-    lp = next(lp for lp in exp.load_points if lp.name == entries[0]["load_point"])
+    lp = load_point(exp, entries[0]["load_point"])
     trials = [_prepare(run_dir, exp, tb, manifest["plan"], e, lp) for e in entries]
 
     settled = settle(tb, exp.gates)
@@ -196,11 +176,9 @@ def run_step(
     ):
         t_launch = time.time()
         _run_k6(trials, tb, lp)
-    step = _Step(
-        exp, lp, tb, settled, started_at, store.now_iso(),
-        {"start": t_launch + lp.warmup_s, "end": t_launch + lp.warmup_s + lp.duration_s},
-        read_jsonl(scratch / ".proc-stat.jsonl"),
-    )  # fmt: skip
+    ended_at = store.now_iso()
+    window = {"start": t_launch + lp.warmup_s, "end": t_launch + lp.warmup_s + lp.duration_s}
+    stat_rows = read_jsonl(scratch / ".proc-stat.jsonl")
     cg_rows_all = read_jsonl(scratch / ".cgroup-cpu.jsonl")
     proc_stat_raw = (scratch / ".proc-stat.jsonl").read_bytes()
     for hidden in (".proc-stat.jsonl", ".cgroup-cpu.jsonl"):
@@ -222,83 +200,18 @@ def run_step(
         cg_text = "".join(json.dumps(r) + "\n" for r in cg_rows)
         store.atomic_write_bytes(t.dir / "cgroup-cpu.jsonl", cg_text.encode())
         store.atomic_write_bytes(t.dir / "k6-output.txt", t.k6_output.encode())
-        results.append(_judge(step, t, cg_rows))
+        pods = _pods_of_pair(tb, t.entry["pair"])
+        evidence = Evidence(
+            started_at=started_at,
+            ended_at=ended_at,
+            window=window,
+            settle=settled,
+            stat_rows=stat_rows,
+            cgroup_rows=cg_rows,
+            rc=t.rc,
+            k6_output=t.k6_output,
+            pinning=t.cpus,
+            pods={"client": pods["client"]["name"], "server": pods["server"]["name"]},
+        )
+        results.append(judge(exp, lp, t.slot, evidence))
     return results
-
-
-def _judge(step: _Step, t: _Trial, cg_rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Summarise the raw files, apply the gates, write trial.json (last: it marks completion)."""
-    exp, lp, window = step.exp, step.lp, step.window
-    reasons: list[str] = []
-    summary_doc: dict[str, Any] = {}
-    if (t.dir / "k6-summary.json").exists():
-        summary_doc = json.loads((t.dir / "k6-summary.json").read_text())
-    if t.rc != 0:
-        last = [ln for ln in t.k6_output.splitlines() if ln.strip()][-1:] or ["no output"]
-        reasons.append(f"k6 exited {t.rc}: {last[0][:200]}")
-    requests = int(_submetric(summary_doc, "http_reqs", "count"))
-    dropped = int(_submetric(summary_doc, "dropped_iterations", "count"))
-    failed = round(_submetric(summary_doc, "http_req_failed", "passes"))
-    achieved = requests / lp.duration_s
-    latency: dict[str, float] = {}
-    if (t.dir / "k6-raw.csv.gz").exists():
-        lat = read_latencies_ms(t.dir / "k6-raw.csv.gz")
-        if lat.size:
-            latency = summarize(lat)
-    if not latency:
-        reasons.append("no measured requests")
-    cpu = measure.component_cpu(cg_rows, window["start"], window["end"], requests)
-    node, steal = measure.node_cpu_and_steal(
-        step.stat_rows, window["start"], window["end"], requests
-    )
-    cpu.update(node)
-    gates, failed_gates = measure.evaluate_gates(
-        rate=lp.rate,
-        achieved=achieved,
-        dropped=dropped,
-        failed=failed,
-        steal=steal,
-        gates=exp.gates,
-    )
-    reasons += failed_gates
-    entry = t.entry
-    pods = _pods_of_pair(step.tb, entry["pair"])
-    doc = {
-        "schema_version": store.SCHEMA_VERSION,
-        "trial_id": t.id,
-        "plan_index": entry["index"],
-        "round": entry["round"],
-        "arm": entry["arm"],
-        "dataplane": exp.arms[entry["arm"]].dataplane,
-        "pair": entry["pair"],
-        "attempt": t.attempt,
-        "requeue_of": entry.get("requeue_of"),
-        "load_point": lp.model_dump(),
-        "flood": {**_flood_numbers(entry["flood"]), "rules": step.settled["rules"]},
-        "started_at": step.started_at,
-        "ended_at": step.ended_at,
-        "window": window,
-        "settle": {k: v for k, v in step.settled.items() if k != "rules"},
-        "status": "rejected" if reasons else "valid",
-        "rejection_reasons": reasons,
-        "gates": gates,
-        "summary": {
-            "requests": requests,
-            "achieved_rate": round(achieved, 3),
-            "failed_requests": failed,
-            "latency_ms": latency,
-        },
-        "cpu": cpu,
-        "steal": steal,
-        "pinning": t.cpus,
-        "pods": {"client": pods["client"]["name"], "server": pods["server"]["name"]},
-    }
-    store.atomic_write_json(t.dir / "trial.json", doc)
-    return doc
-
-
-def _flood_numbers(spec: str) -> dict[str, int | str]:
-    if spec == "off":
-        return {"spec": spec, "pods": 0, "services": 0}
-    pods, services = spec.split("x")
-    return {"spec": spec, "pods": int(pods), "services": int(services)}

@@ -3,6 +3,7 @@ the cluster playbooks, as CI runs them."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,10 +24,17 @@ CLUSTER_ROLES = sorted(
     p.name for p in (REPO / "roles").iterdir() if p.is_dir() and not p.name.startswith("testbed_")
 )
 PLAYBOOKS = ["playbooks/site.yml", "playbooks/cluster_arm.yml", "playbooks/cluster_flood.yml"]
+# The entry playbook and its experiment stages, as a cloud inventory runs them.
+EXPERIMENT_PLAYBOOKS = [
+    "experiment.yml",
+    "playbooks/experiment_plan.yml",
+    "playbooks/experiment_trials.yml",
+]
 
 
 def test_ansible_lint_production_profile_passes() -> None:
-    paths = [*PLAYBOOKS, "playbooks/group_vars", *(f"roles/{r}" for r in CLUSTER_ROLES)]
+    paths = [*PLAYBOOKS, *EXPERIMENT_PLAYBOOKS[1:], "playbooks/tasks/trial_cluster.yml"]
+    paths += ["playbooks/group_vars", *(f"roles/{r}" for r in CLUSTER_ROLES)]
     proc = subprocess.run(
         [str(BIN / "ansible-lint"), "--offline", "--profile=production", "--nocolor", *paths],
         cwd=REPO,
@@ -39,7 +47,7 @@ def test_ansible_lint_production_profile_passes() -> None:
     assert "production" in proc.stderr + proc.stdout
 
 
-@pytest.mark.parametrize("playbook", PLAYBOOKS)
+@pytest.mark.parametrize("playbook", PLAYBOOKS + EXPERIMENT_PLAYBOOKS)
 def test_playbook_syntax(playbook: str) -> None:
     proc = subprocess.run(
         [
@@ -56,3 +64,44 @@ def test_playbook_syntax(playbook: str) -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _plan(tmp_path: Path, experiment: str) -> subprocess.CompletedProcess[str]:
+    """experiment_plan.yml against the cloud-shaped inventory: it only runs on the controller."""
+    return subprocess.run(
+        [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            str(REPO / "tests/cluster/render_inventory.yml"),
+            "playbooks/experiment_plan.yml",
+            "-e",
+            f"experiment={experiment}",
+            "-e",
+            f"results_dir={tmp_path}",
+        ],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_a_cloud_inventory_plans_for_the_k8s_testbed(tmp_path: Path) -> None:
+    proc = _plan(tmp_path, "experiments/smoke.yml")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    (manifest_path,) = tmp_path.glob("smoke/*/manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["host"]["testbed"] == "k8s"
+    assert manifest["inventory"]["groups"]["loadtest"] == ["lt1"]
+    assert manifest["inventory"]["groups"]["kube_control_plane"] == ["cp1"]
+    assert manifest["versions"]["k6"] == "1.1.0"
+    assert manifest["versions"]["envoy"].startswith("istio-proxy ")
+
+
+def test_a_cloud_inventory_refuses_a_duet_experiment_naming_the_field(tmp_path: Path) -> None:
+    proc = _plan(tmp_path, "experiments/aa-duet.yml")
+    assert proc.returncode != 0
+    said = " ".join((proc.stdout + proc.stderr).split())  # the callback wraps long lines
+    assert "aa-duet.yml: design: duet is not supported on the cloud testbed" in said
+    assert not list(tmp_path.iterdir())  # nothing planned

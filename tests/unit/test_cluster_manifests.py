@@ -329,6 +329,42 @@ def test_calico_pool_matches_kubeadm_pod_subnet_and_uses_iptables(rendered: Path
     assert all(i.endswith(":v" + VERSIONS["meshlab_versions"]["calico"]) for i in images)
 
 
+@pytest.mark.parametrize("encapsulation", ["ipip", "vxlan", "none"])
+def test_calico_pool_encapsulation_agrees_with_the_security_groups(
+    rendered: Path, encapsulation: str
+) -> None:
+    import infra_mocks  # noqa: F401  (puts the repository root on sys.path for infra.*)
+
+    from infra.config import CALICO_ENCAPSULATIONS
+    from infra.network import CALICO_RULES
+
+    assert encapsulation in CALICO_ENCAPSULATIONS
+    name = f"calico__calico-{encapsulation}.yaml"
+    (ds,) = by_kind(rendered, name, "DaemonSet")
+    (config,) = [
+        d for d in by_kind(rendered, name, "ConfigMap") if d["metadata"]["name"] == "calico-config"
+    ]
+    node = ds["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in node["env"]}
+    backend = config["data"]["calico_backend"]
+    opened = {(protocol, port) for _, protocol, port in CALICO_RULES[encapsulation]}
+    # The pool encapsulates exactly what the security group lets through, and BIRD (BGP) runs
+    # exactly where TCP 179 is open.
+    assert (env["CALICO_IPV4POOL_IPIP"] != "Never") == (("ipip", None) in opened)
+    assert (env["CALICO_IPV4POOL_VXLAN"] != "Never") == (("udp", 4789) in opened)
+    assert (backend == "bird") == (("tcp", 179) in opened)
+    assert backend in ("bird", "vxlan")
+    live = node["livenessProbe"]["exec"]["command"]
+    ready = node["readinessProbe"]["exec"]["command"]
+    assert ("-bird-live" in live) == ("-bird-ready" in ready) == (backend == "bird")
+
+
+def test_calico_defaults_to_the_stacks_default_encapsulation(rendered: Path) -> None:
+    assert (rendered / "calico__calico.yaml").read_text() == (
+        rendered / "calico__calico-ipip.yaml"
+    ).read_text()
+
+
 def test_kubeadm_pins_the_version_iptables_proxy_and_static_cpu_manager(rendered: Path) -> None:
     init = {d["kind"]: d for d in docs(rendered / "kubernetes__kubeadm-init.yaml")}
     assert init["ClusterConfiguration"]["apiVersion"] == "kubeadm.k8s.io/v1beta4"

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 PROC_STAT = """cpu  10 1 20 300 4 0 5 7 0 0
 cpu0 5 1 10 150 2 0 3 6 0 0
@@ -150,3 +152,117 @@ def test_cpu_tuning_sets_the_governor_only_where_available(tmp_path: Path) -> No
     assert report == {"cpufreq_exposed": True, "cpus_with_governor": 1, "governor": "performance"}
     assert (tmp_path / "cpu0/cpufreq/scaling_governor").read_text() == "performance"
     assert tuning.set_governor(tmp_path / "none", "performance")["cpufreq_exposed"] is False
+
+
+# ---- meshlab-trial-agent (roles/trial_agent) -------------------------------------------------
+
+agent = load("roles/trial_agent/files/meshlab-trial-agent.py")
+COMPONENTS = ["k6=k6/k6", "client_sidecar=k6/istio-proxy", "app=server/nginx"]
+PODS = {
+    "items": [
+        {"id": "sb-k6", "metadata": {"name": "k6-abc", "namespace": "meshlab"},
+         "state": "SANDBOX_READY", "labels": {"app": "k6"}},
+        {"id": "sb-old", "metadata": {"name": "k6-old", "namespace": "meshlab"},
+         "state": "SANDBOX_NOTREADY", "labels": {"app": "k6"}},
+        {"id": "sb-x", "metadata": {"name": "k6-elsewhere", "namespace": "other"},
+         "state": "SANDBOX_READY", "labels": {"app": "k6"}},
+    ]
+}  # fmt: skip
+RUN, EXITED = "CONTAINER_RUNNING", "CONTAINER_EXITED"
+PS = {
+    "containers": [
+        {"id": "c1", "podSandboxId": "sb-k6", "metadata": {"name": "k6"}, "state": RUN},
+        {"id": "c2", "podSandboxId": "sb-k6", "metadata": {"name": "istio-proxy"}, "state": RUN},
+        {"id": "c3", "podSandboxId": "sb-old", "metadata": {"name": "k6"}, "state": EXITED},
+        {"id": "c4", "podSandboxId": "sb-x", "metadata": {"name": "k6"}, "state": RUN},
+    ]
+}
+
+
+def _fake_node(tmp_path: Path) -> tuple[Path, Path]:
+    """A crictl that answers PODS/PS, and a kubepods cgroup tree for containers c1 and c2."""
+    crictl = tmp_path / "crictl"
+    crictl.write_text(
+        "#!/usr/bin/env python3\nimport json, sys\n"
+        f"print(json.dumps({PODS!r} if sys.argv[1] == 'pods' else {PS!r}))\n"
+    )
+    crictl.chmod(0o755)
+    root = tmp_path / "kubepods.slice"
+    for cid, cpus, usage in (("c1", "2-3", 5_000_000), ("c2", "1", 7_000_000)):
+        d = root / "kubepods-podu1.slice" / f"cri-containerd-{cid}.scope"
+        d.mkdir(parents=True)
+        (d / "cpuset.cpus.effective").write_text(cpus + "\n")
+        (d / "cpu.stat").write_text(f"usage_usec {usage}\nuser_usec 1\nsystem_usec 2\n")
+        (d / "cgroup.procs").write_text("4242\n")
+    return crictl, root
+
+
+def test_agent_matches_running_containers_of_the_namespace_by_app_and_name() -> None:
+    found = agent.match_containers(PODS, PS, "meshlab", agent.parse_components(COMPONENTS))
+    assert found == [
+        {"component": "k6", "pod": "k6-abc", "container": "k6", "id": "c1"},
+        {"component": "client_sidecar", "pod": "k6-abc", "container": "istio-proxy", "id": "c2"},
+    ]
+
+
+def test_agent_rejects_a_malformed_component() -> None:
+    with pytest.raises(SystemExit, match="NAME=APP/CONTAINER"):
+        agent.parse_components(["k6=k6"])
+
+
+def test_agent_sample_writes_the_results_readme_formats(tmp_path: Path) -> None:
+    crictl, root = _fake_node(tmp_path)
+    out, stop = tmp_path / "trial", tmp_path / "stop"
+    stop.touch()  # already asked to stop: exactly one sample
+    rc = agent.main(
+        ["sample", "--out-dir", str(out), "--host", "lt1", "--crictl", str(crictl),
+         "--cgroup-root", str(root), "--stop-file", str(stop), "--max-seconds", "30",
+         *[f"--component={c}" for c in COMPONENTS]]
+    )  # fmt: skip
+    assert rc == 0
+    containers = json.loads((out / "containers.json").read_text())
+    assert {(c["component"], c["cpus"], c["host"]) for c in containers} == {
+        ("k6", "2-3", "lt1"),
+        ("client_sidecar", "1", "lt1"),
+    }
+    stat = [json.loads(x) for x in (out / "proc-stat.jsonl").read_text().splitlines()]
+    assert len(stat) == 1 and set(stat[0]) == {"t", "host", "cpus"} and stat[0]["host"] == "lt1"
+    assert set(stat[0]["cpus"]["cpu"]) == set(agent.FIELDS)
+    cg = [json.loads(x) for x in (out / "cgroup-cpu.jsonl").read_text().splitlines()]
+    assert sorted((r["component"], r["usage_usec"]) for r in cg) == [
+        ("client_sidecar", 7_000_000),
+        ("k6", 5_000_000),
+    ]
+    assert set(cg[0]) == {"t", "host", "component", "usage_usec", "user_usec", "system_usec"}
+
+
+def test_agent_sample_stops_at_its_deadline(tmp_path: Path) -> None:
+    crictl, root = _fake_node(tmp_path)
+    out = tmp_path / "trial"
+    agent.main(
+        ["sample", "--out-dir", str(out), "--crictl", str(crictl), "--cgroup-root", str(root),
+         "--stop-file", str(tmp_path / "never"), "--max-seconds", "1.5"]
+    )  # fmt: skip
+    assert 2 <= len((out / "proc-stat.jsonl").read_text().splitlines()) <= 3
+
+
+def test_agent_k6_is_pinned_bounded_and_in_the_pods_network_namespace() -> None:
+    argv = agent.k6_argv(4242, "2-3", 68, "/usr/bin/k6", ["run", "load.js"])
+    assert argv[:3] == ["timeout", "--kill-after=10", "68"]
+    assert argv[3:6] == ["taskset", "-c", "2-3"]
+    assert argv[6:9] == ["nsenter", "--net=/proc/4242/ns/net", "--"]
+    assert argv[9:] == ["/proc/4242/root/usr/bin/k6", "run", "load.js"]
+
+
+def test_agent_k6_without_a_k6_container_leaves_a_record_not_a_failure(tmp_path: Path) -> None:
+    crictl, _ = _fake_node(tmp_path)
+    out = tmp_path / "trial"
+    out.mkdir()
+    rc = agent.main(
+        ["k6", "--out-dir", str(out), "--crictl", str(crictl), "--cgroup-root",
+         str(tmp_path / "empty"), "--limit-s", "5", "--component", "k6=k6/k6", "--", "run", "x.js"]
+    )  # fmt: skip
+    assert rc == 0
+    record = json.loads((out / "k6-run.json").read_text())
+    assert record["rc"] == -1 and record["started"] is None
+    assert "no running k6 container" in (out / "k6-output.txt").read_text()

@@ -1,0 +1,283 @@
+"""The experiment engine's cloud adapter (testbed `k8s`): what fits the cluster, a trial's
+preparation, and judging a trial from the raw files the playbook fetched from the nodes.
+
+playbooks/tasks/trial_cluster.yml drives one plan step:
+
+    next -> arm (merbridge role) -> flood + settle gate (flooder role) -> prepare
+         -> k6 on the load-test node while every node samples -> fetch into RAW -> ingest
+
+`ingest` reads RAW (flat, names fixed by the playbook):
+
+    k6-raw.csv.gz, k6-summary.json   k6's own files, untouched (missing: rejected, with a reason)
+    k6-output.txt                     k6's stdout/stderr
+    k6-run.json                       {"rc", "started", "ended", "cpus", "host"} from the node agent
+    <host>.proc-stat.jsonl            per-second /proc/stat of that node (results/README.md format)
+    <host>.cgroup-cpu.jsonl           per-second cpu.stat of the experiment containers on that node
+    <host>.containers.json            which container is which component there (pod, cpus, cgroup)
+    <host>.settle.json                the flooder role's settle result on that node
+
+and writes the trial directory exactly as the local testbed does (results/README.md), trial.json
+last. Steal and node CPU count only the nodes that ran a measured container (the load-test node
+with k6 and the client sidecar, the server's node); every sample keeps its node in `host`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from meshlab.errors import MeshlabError
+from meshlab.experiment import load, store
+from meshlab.experiment.judge import Evidence, flood_numbers, judge
+from meshlab.experiment.spec import Experiment
+from meshlab.experiment.trialdir import (
+    TrialSlot,
+    load_point,
+    open_trial,
+    slot_of,
+    with_path,
+    write_load_script,
+)
+
+# The arm switch on the cluster: the merbridge role's state per dataplane.
+MERBRIDGE_STATE = {"iptables": "absent", "ebpf": "present"}
+COMPONENTS = ("client_sidecar", "server_sidecar", "app", "k6")
+K6_FILES = ("k6-raw.csv.gz", "k6-summary.json")
+RAW_DIR_NAME = ".raw"
+
+
+def check_fits(exp: Experiment, source: str) -> None:
+    """Refuse, naming the field, what the cluster cannot run (before anything is planned)."""
+    if exp.design == "duet":
+        raise MeshlabError(
+            f"{source}: design: duet is not supported on the cloud testbed: the load-test node "
+            "has room for one pinned k6 + sidecar pair (4 vCPU, CPU 0 reserved); use rmit"
+        )
+    for name, arm in exp.arms.items():
+        if arm.dataplane not in MERBRIDGE_STATE:
+            raise MeshlabError(
+                f"{source}: arms.{name}.dataplane: {arm.dataplane} exists only on the local "
+                f"testbed; the cloud testbed runs {', '.join(MERBRIDGE_STATE)} (Merbridge absent "
+                "or present)"
+            )
+    for i, lp in enumerate(exp.load_points):
+        if lp.connection_mode == "new-connection":
+            raise MeshlabError(
+                f"{source}: load_points[{i}].connection_mode: new-connection is not supported on "
+                "the cloud testbed yet (Istio keeps pooling sidecar-to-sidecar connections, so "
+                "only the k6 hop would be new); use keepalive"
+            )
+
+
+def _entry(manifest: dict[str, Any], index: int) -> dict[str, Any]:
+    plan = manifest["plan"]
+    if not 0 <= index < len(plan):
+        raise MeshlabError(f"--index {index}: the plan has entries 0..{len(plan) - 1}")
+    return plan[index]
+
+
+def prepare(run_dir: Path, manifest: dict[str, Any], index: int, target_url: str) -> dict[str, Any]:
+    """Create the trial dir and its load.js; say what the playbook needs to run k6."""
+    exp = Experiment.model_validate(manifest["experiment"])
+    entry = _entry(manifest, index)
+    lp = load_point(exp, entry["load_point"])
+    url = with_path(target_url, lp.path)
+    slot = open_trial(run_dir, manifest["plan"], entry)
+    script = write_load_script(slot, lp, url)
+    dataplane = exp.arms[entry["arm"]].dataplane
+    return {
+        "index": index,
+        "trial_id": slot.id,
+        "dir": str(slot.dir.resolve()),
+        "raw_dir": str((slot.dir / RAW_DIR_NAME).resolve()),
+        "load_js": str(script.resolve()),
+        "url": url,
+        "arm": entry["arm"],
+        "dataplane": dataplane,
+        "merbridge_state": MERBRIDGE_STATE.get(dataplane),
+        "flood": flood_numbers(entry["flood"]),
+        # Paths relative to the node's trial directory (the node agent runs k6 there).
+        "k6_args": load.run_args(K6_FILES[0], K6_FILES[1], "load.js"),
+        "k6_env": [f"{k}={v}" for k, v in load.K6_ENV.items()],
+        "time_limit_s": load.time_limit_s(lp),
+    }
+
+
+# ---- ingest --------------------------------------------------------------------------------
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a fetched JSON-lines file; a torn line (sampler killed mid-write) is skipped."""
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "t" in row:
+            rows.append(row)
+    return rows
+
+
+def _read_json(path: Path, problems: list[str], what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        problems.append(f"{what} unreadable ({path.name}: {err})"[:200])
+        return None
+
+
+def _per_host(raw: Path, suffix: str) -> dict[str, Path]:
+    return {p.name.removesuffix(suffix): p for p in sorted(raw.glob(f"*{suffix}"))}
+
+
+def _iso(unix: float | None) -> str | None:
+    if unix is None:
+        return None
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _k6_run(raw: Path, problems: list[str]) -> dict[str, Any]:
+    path = raw / "k6-run.json"
+    if not path.exists():
+        problems.append("k6-run.json missing: no record of the k6 run from the load-test node")
+        return {}
+    doc = _read_json(path, problems, "k6 run record")
+    return doc if isinstance(doc, dict) else {}
+
+
+def _containers(raw: Path, problems: list[str]) -> dict[str, dict[str, Any]]:
+    """component -> {host, pod, cpus, ...} from every node's containers.json."""
+    found: dict[str, dict[str, Any]] = {}
+    for host, path in _per_host(raw, ".containers.json").items():
+        doc = _read_json(path, problems, f"container list of {host}")
+        for c in doc if isinstance(doc, list) else []:
+            if c.get("component") in COMPONENTS:
+                found[c["component"]] = {**c, "host": c.get("host") or host}
+    missing = [c for c in COMPONENTS if c not in found]
+    if missing:
+        problems.append(f"no running container found on any node for {', '.join(missing)}")
+    return found
+
+
+def _settle(raw: Path, problems: list[str]) -> dict[str, Any]:
+    """The worst node's settle result: longest wait, busiest kube-proxy, most rules."""
+    records = []
+    for host, path in _per_host(raw, ".settle.json").items():
+        doc = _read_json(path, problems, f"settle result of {host}")
+        if isinstance(doc, dict):
+            records.append(doc)
+    if not records:
+        problems.append("no settle result (settle.json) from any node: the flood was not settled")
+        return {
+            "seconds": None,
+            "cpu_busy_percent": None,
+            "rules_stable": False,
+            "rules": None,
+            "timed_out": True,
+        }
+    return {
+        "seconds": max(float(r.get("seconds") or 0) for r in records),
+        "cpu_busy_percent": max(float(r.get("cpu_busy_percent") or 0) for r in records),
+        "rules_stable": all(bool(r.get("rules_stable")) for r in records),
+        "rules": max(int(r.get("rules") or 0) for r in records),
+        "timed_out": any(bool(r.get("timed_out")) for r in records),
+    }
+
+
+def _covers(rows: list[dict[str, Any]], window: dict[str, float]) -> bool:
+    """Samples from before the window's start to after its end (1 s of slack each side)."""
+    ts = [float(r["t"]) for r in rows]
+    return len(ts) >= 2 and min(ts) <= window["start"] + 1 and max(ts) >= window["end"] - 1
+
+
+def _place_k6_files(raw: Path, slot: TrialSlot, problems: list[str]) -> str:
+    for name in K6_FILES:
+        if (raw / name).exists():
+            (raw / name).replace(slot.dir / name)  # same file system: atomic
+        else:
+            problems.append(f"{name} missing: not fetched from the load-test node")
+    path = raw / "k6-output.txt"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def ingest(run_dir: Path, manifest: dict[str, Any], index: int, raw: Path) -> dict[str, Any]:
+    """Judge plan entry `index` from the fetched files in `raw`; write the trial dir as the
+    local testbed does, trial.json last. Missing or broken inputs reject the trial, naming what
+    was missing; they never raise."""
+    exp = Experiment.model_validate(manifest["experiment"])
+    entry = _entry(manifest, index)
+    lp = load_point(exp, entry["load_point"])
+    slot = slot_of(run_dir, manifest["plan"], entry)
+    if not slot.dir.is_dir():
+        raise MeshlabError(f"{slot.dir}: no such trial directory (run `prepare` first)")
+    if (slot.dir / "trial.json").exists():
+        raise MeshlabError(f"{slot.dir}: already judged (trial.json exists)")
+    if not raw.is_dir():
+        raise MeshlabError(f"{raw}: no such directory of fetched raw files")
+    problems: list[str] = []
+
+    run = _k6_run(raw, problems)
+    rc = int(run["rc"]) if isinstance(run.get("rc"), int) else -1
+    k6_output = _place_k6_files(raw, slot, problems)
+    containers = _containers(raw, problems)
+    settled = _settle(raw, problems)
+
+    stat_all = {h: _read_jsonl(p) for h, p in _per_host(raw, ".proc-stat.jsonl").items()}
+    cg_rows = [
+        r
+        for p in _per_host(raw, ".cgroup-cpu.jsonl").values()
+        for r in _read_jsonl(p)
+        if r.get("component") in COMPONENTS
+    ]
+    started = run.get("started")
+    if not isinstance(started, int | float):
+        # No launch time: anchor on the samples so the files are kept; the trial is rejected.
+        ts = [float(r["t"]) for rows in stat_all.values() for r in rows]
+        started = min(ts) if ts else 0.0
+    ended = run.get("ended") if isinstance(run.get("ended"), int | float) else started
+    window = {"start": started + lp.warmup_s, "end": started + lp.warmup_s + lp.duration_s}
+
+    # Steal counts on the nodes that ran this trial's containers (all nodes if that is unknown).
+    measured = sorted({c["host"] for c in containers.values()}) or sorted(stat_all)
+    for host in measured:
+        if not _covers(stat_all.get(host, []), window):
+            problems.append(f"no /proc/stat samples from {host} covering the measured window")
+    for name in COMPONENTS:
+        if name in containers and not _covers(
+            [r for r in cg_rows if r["component"] == name], window
+        ):
+            problems.append(f"no cgroup CPU samples of {name} covering the measured window")
+    stat_rows = [r for h in measured for r in stat_all.get(h, [])]
+
+    # The raw sample files, complete, then trial.json (judge) last.
+    stat_text = "".join(json.dumps(r) + "\n" for r in stat_rows)
+    store.atomic_write_bytes(slot.dir / "proc-stat.jsonl", stat_text.encode())
+    cg_text = "".join(json.dumps(r) + "\n" for r in cg_rows)
+    store.atomic_write_bytes(slot.dir / "cgroup-cpu.jsonl", cg_text.encode())
+    store.atomic_write_bytes(slot.dir / "k6-output.txt", k6_output.encode())
+    if raw.resolve().parent == slot.dir.resolve():
+        shutil.rmtree(raw)  # the fetch staging area inside the trial dir is scratch
+
+    evidence = Evidence(
+        started_at=_iso(started) or store.now_iso(),
+        ended_at=_iso(ended) or store.now_iso(),
+        window=window,
+        settle=settled,
+        stat_rows=stat_rows,
+        cgroup_rows=cg_rows,
+        rc=rc,
+        k6_output=k6_output,
+        pinning={
+            name: str(containers[name].get("cpus", "")) for name in COMPONENTS if name in containers
+        },
+        pods={
+            "client": str(containers.get("k6", {}).get("pod", "")),
+            "server": str(containers.get("app", {}).get("pod", "")),
+        },
+        problems=problems,
+    )
+    return judge(exp, lp, slot, evidence)

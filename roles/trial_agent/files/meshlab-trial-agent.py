@@ -1,0 +1,299 @@
+#!/usr/bin/python3
+"""The node side of one cloud trial (installed by the trial_agent role; standard library only).
+
+  meshlab-trial-agent sample --out-dir D --host H --stop-file F --max-seconds N --component ...
+      Once per second (aligned to wall-clock seconds, like the steal recorder): one /proc/stat
+      line to D/proc-stat.jsonl and one cpu.stat line per experiment container on this node to
+      D/cgroup-cpu.jsonl (the formats of results/README.md), until F exists or N seconds passed.
+      D/containers.json says which container is which component (pod, cgroup, CPUs).
+
+  meshlab-trial-agent k6 --out-dir D --limit-s N --component k6=k6/k6 -- K6_ARGS...
+      Runs the k6 binary of the k6 container as a process of that container, the way the local
+      testbed's podexec does: in its cgroup (its CPU is accounted there), in its network
+      namespace (the sidecar captures its traffic), pinned with taskset to the container's
+      exclusive CPUs (the static CPU manager's choice), bounded by timeout. Files land in D
+      (the working directory); D/k6-run.json records rc, start, end and CPUs.
+
+A component is NAME=APP/CONTAINER: the container CONTAINER of the pod labelled app=APP in the
+experiment namespace, e.g. client_sidecar=k6/istio-proxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+FIELDS = (
+    "user",
+    "nice",
+    "system",
+    "idle",
+    "iowait",
+    "irq",
+    "softirq",
+    "steal",
+    "guest",
+    "guest_nice",
+)
+CGROUP_KEYS = ("usage_usec", "user_usec", "system_usec")
+
+
+def parse_proc_stat(text: str) -> dict[str, dict[str, int]]:
+    cpus: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        if not line.startswith("cpu"):
+            continue
+        name, *values = line.split()
+        numbers = [int(v) for v in values[: len(FIELDS)]]
+        numbers += [0] * (len(FIELDS) - len(numbers))
+        cpus[name] = dict(zip(FIELDS, numbers, strict=True))
+    return cpus
+
+
+def parse_cpu_stat(text: str) -> dict[str, int]:
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            out[key] = int(value)
+    return out
+
+
+def parse_components(specs: list[str]) -> dict[str, tuple[str, str]]:
+    out = {}
+    for spec in specs:
+        name, sep, rest = spec.partition("=")
+        app, sep2, container = rest.partition("/")
+        if not (sep and sep2 and name and app and container):
+            raise SystemExit(f"--component {spec!r}: expected NAME=APP/CONTAINER")
+        out[name] = (app, container)
+    return out
+
+
+def match_containers(
+    pods: dict[str, Any],
+    containers: dict[str, Any],
+    namespace: str,
+    wanted: dict[str, tuple[str, str]],
+) -> list[dict[str, str]]:
+    """Join `crictl pods -o json` and `crictl ps -o json`: this node's wanted containers."""
+    by_sandbox = {}
+    for pod in pods.get("items") or []:
+        meta = pod.get("metadata") or {}
+        if meta.get("namespace") == namespace and pod.get("state") == "SANDBOX_READY":
+            by_sandbox[pod["id"]] = (meta.get("name", ""), (pod.get("labels") or {}).get("app"))
+    found = []
+    for c in containers.get("containers") or []:
+        if c.get("state") != "CONTAINER_RUNNING" or c.get("podSandboxId") not in by_sandbox:
+            continue
+        pod_name, app = by_sandbox[c["podSandboxId"]]
+        cname = (c.get("metadata") or {}).get("name", "")
+        for component, (want_app, want_container) in wanted.items():
+            if (app, cname) == (want_app, want_container):
+                found.append(
+                    {"component": component, "pod": pod_name, "container": cname, "id": c["id"]}
+                )
+    return found
+
+
+def find_cgroup(root: Path, container_id: str) -> Path | None:
+    """The container's cgroup v2 directory (systemd driver: cri-containerd-<id>.scope)."""
+    names = {f"cri-containerd-{container_id}.scope", container_id}
+    for dirpath, dirnames, _ in os.walk(root):
+        for d in dirnames:
+            if d in names:
+                return Path(dirpath, d)
+    return None
+
+
+def crictl_json(crictl: str, *args: str) -> dict[str, Any]:
+    out = subprocess.run([crictl, *args, "-o", "json"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout or "{}")
+
+
+def discover(
+    crictl: str, namespace: str, wanted: dict[str, tuple[str, str]], cgroup_root: Path, host: str
+) -> list[dict[str, Any]]:
+    pods = crictl_json(crictl, "pods", "--namespace", namespace)
+    ps = crictl_json(crictl, "ps", "--namespace", namespace)
+    found = []
+    for c in match_containers(pods, ps, namespace, wanted):
+        cgroup = find_cgroup(cgroup_root, c["id"])
+        cpus = ""
+        if cgroup is not None:
+            try:
+                cpus = (cgroup / "cpuset.cpus.effective").read_text().strip()
+            except OSError:
+                cpus = ""
+        found.append({**c, "host": host, "cgroup": str(cgroup or ""), "cpus": cpus})
+    return found
+
+
+def sample_lines(
+    t: float, host: str, stat_text: str, containers: list[dict[str, Any]], read: Callable
+) -> tuple[str, list[str]]:
+    """One proc-stat line and the cgroup-cpu lines of the containers still there."""
+    stat = json.dumps({"t": round(t, 6), "host": host, "cpus": parse_proc_stat(stat_text)})
+    lines = []
+    for c in containers:
+        try:
+            cpu = parse_cpu_stat(read(Path(c["cgroup"], "cpu.stat")))
+        except OSError:
+            continue  # the container went away: its samples stop (the engine notices)
+        row = {"t": round(t, 6), "host": host, "component": c["component"]}
+        row.update({k: cpu.get(k, 0) for k in CGROUP_KEYS})
+        lines.append(json.dumps(row))
+    return stat, lines
+
+
+def write_json(path: Path, doc: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def parse_cpulist(text: str) -> set[int]:
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def sample(args: argparse.Namespace) -> int:
+    if args.affinity:
+        os.sched_setaffinity(0, parse_cpulist(args.affinity))  # off the measured CPUs
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = parse_components(args.component)
+    try:
+        containers = discover(args.crictl, args.namespace, wanted, args.cgroup_root, args.host)
+    except (OSError, subprocess.CalledProcessError, ValueError) as err:
+        containers = []
+        (out / "agent-errors.txt").write_text(f"container discovery failed: {err}\n")
+    containers = [c for c in containers if c["cgroup"]]
+    write_json(out / "containers.json", containers)
+    stop = Path(args.stop_file)
+    deadline = time.time() + args.max_seconds
+    next_t = float(int(time.time()) + 1)
+    with (
+        (out / "proc-stat.jsonl").open("a", encoding="utf-8") as ps,
+        (out / "cgroup-cpu.jsonl").open("a", encoding="utf-8") as cg,
+    ):
+        while True:
+            time.sleep(max(0.0, next_t - time.time()))
+            stat, lines = sample_lines(
+                time.time(), args.host, Path("/proc/stat").read_text(), containers, Path.read_text
+            )
+            ps.write(stat + "\n")
+            cg.writelines(line + "\n" for line in lines)
+            ps.flush()
+            cg.flush()
+            if stop.exists() or time.time() >= deadline:
+                return 0
+            next_t += 1.0
+            if next_t < time.time():
+                next_t = float(int(time.time()) + 1)
+
+
+def k6_argv(pid: int, cpus: str, limit_s: int, k6_binary: str, k6_args: list[str]) -> list[str]:
+    return [
+        "timeout", "--kill-after=10", str(limit_s),
+        "taskset", "-c", cpus,
+        "nsenter", f"--net=/proc/{pid}/ns/net", "--",
+        f"/proc/{pid}/root{k6_binary}", *k6_args,
+    ]  # fmt: skip
+
+
+def run_k6(args: argparse.Namespace) -> int:
+    out = Path(args.out_dir)
+    record: dict[str, Any] = {"rc": -1, "started": None, "ended": None, "cpus": ""}
+    record["host"] = args.host
+    output = ""
+    try:
+        wanted = parse_components(args.component)
+        found = discover(args.crictl, args.namespace, wanted, args.cgroup_root, args.host)
+        k6 = next((c for c in found if c["component"] == "k6" and c["cgroup"]), None)
+        if k6 is None:
+            raise RuntimeError(f"no running k6 container in namespace {args.namespace} here")
+        cgroup = Path(k6["cgroup"])
+        pid = int((cgroup / "cgroup.procs").read_text().split()[0])
+        record["cpus"], record["pod"] = k6["cpus"], k6["pod"]
+        if not k6["cpus"]:
+            raise RuntimeError(f"{cgroup}: no cpuset.cpus.effective to pin k6 to")
+        argv = k6_argv(pid, k6["cpus"], args.limit_s, args.k6_binary, args.k6_args)
+        record["argv"] = argv
+
+        def join_cgroup() -> None:  # in the child, before exec: k6 runs in the k6 container
+            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(out), **dict(args.env)}
+        record["started"] = time.time()
+        proc = subprocess.run(
+            argv,
+            cwd=out,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=join_cgroup,  # single-threaded caller: safe, and needed for the cgroup
+            check=False,
+        )
+        record["ended"] = time.time()
+        record["rc"] = proc.returncode
+        output = proc.stdout
+        if proc.returncode == 124:
+            output += f"\nk6 killed after {args.limit_s} s"
+    except (OSError, RuntimeError, ValueError, subprocess.CalledProcessError) as err:
+        output += f"\nmeshlab-trial-agent: {err}"
+    (out / "k6-output.txt").write_text(output)
+    write_json(out / "k6-run.json", record)
+    return 0  # the engine judges from the files; a failed k6 is a rejected trial, not a failed play
+
+
+def _env(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("sample", "k6"):
+        p = sub.add_parser(name)
+        p.add_argument("--out-dir", required=True)
+        p.add_argument("--host", default=socket.gethostname())
+        p.add_argument("--namespace", default="meshlab")
+        p.add_argument("--component", action="append", default=[])
+        p.add_argument("--crictl", default="/usr/local/bin/crictl")
+        p.add_argument("--cgroup-root", type=Path, default=Path("/sys/fs/cgroup/kubepods.slice"))
+    s = sub.choices["sample"]
+    s.add_argument("--stop-file", required=True)
+    s.add_argument("--max-seconds", type=float, required=True)
+    s.add_argument("--affinity", default="", help="CPU list to run the sampler on")
+    k = sub.choices["k6"]
+    k.add_argument("--limit-s", type=int, required=True)
+    k.add_argument("--k6-binary", default="/usr/bin/k6", help="path inside the k6 container")
+    k.add_argument("--env", type=_env, action="append", default=[])
+    k.add_argument("k6_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.cmd == "sample":
+        return sample(args)
+    if args.k6_args[:1] == ["--"]:
+        args.k6_args = args.k6_args[1:]
+    return run_k6(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
