@@ -199,9 +199,13 @@ def _rng(run: Run, ps: PairSet) -> np.random.Generator:
 
 def _pairset_results(run: Run, ps: PairSet, resamples: int, keep_boot: bool) -> list[MetricResult]:
     margin = math.log1p(run.margin_percent / 100)
-    rows = {m.key: log_ratios(ps, m) for m in METRICS}
+    # Duet partners share one node and one window: their node totals are the same number, so
+    # comparing them says nothing (the per-component CPUs still differ and are compared).
+    shared = {"cpu_node_total"} if run.experiment.get("design") == "duet" else set()
+    candidates = [m for m in METRICS if m.key not in shared]
+    rows = {m.key: log_ratios(ps, m) for m in candidates}
     # metrics absent from every trial (e.g. no k6 cgroup on a cluster) are left out
-    metrics = [m for m in METRICS if np.isfinite(rows[m.key]).any() or ps.n == 0]
+    metrics = [m for m in candidates if np.isfinite(rows[m.key]).any() or ps.n == 0]
     complete = [m for m in metrics if np.isfinite(rows[m.key]).all()]
     partial = [m for m in metrics if m not in complete]
     computed: dict[str, tuple[stats.PairedStats, int, np.ndarray]] = {}

@@ -124,17 +124,8 @@ def next_step(run_dir: Path) -> dict[str, Any]:
     ]
     if not pending:
         return {"done": True, "reason": "complete"}
-    first = pending[0]
-    group = [first]
-    if manifest["experiment"]["design"] == "duet":
-        group += [
-            e
-            for e in pending[1:]
-            if (e["flood"], e["load_point"], e["round"])
-            == (first["flood"], first["load_point"], first["round"])
-            and e["pair"] != first["pair"]
-            and e.get("requeue_of") is not None == (first.get("requeue_of") is not None)
-        ][:1]
+    group = planner.next_group(pending, manifest["experiment"]["design"])
+    first = group[0]
     arms = manifest["experiment"]["arms"]
     total = len(manifest["plan"])
     return {

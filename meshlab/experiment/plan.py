@@ -84,6 +84,23 @@ def execution_order(plan: list[dict[str, Any]], design: str) -> list[dict[str, A
     return sorted(plan, key=key)
 
 
+def next_group(pending: list[dict[str, Any]], design: str) -> list[dict[str, Any]]:
+    """The trials the next step runs together: the first pending one, plus, for duet, its partner
+    (same flood, load point and round, the other pod pair, both originals or both re-queues)."""
+    first = pending[0]
+    if design != "duet":
+        return [first]
+    partners = [
+        e
+        for e in pending[1:]
+        if (e["flood"], e["load_point"], e["round"])
+        == (first["flood"], first["load_point"], first["round"])
+        and e["pair"] != first["pair"]
+        and ("requeue_of" in e) == ("requeue_of" in first)
+    ]
+    return [first, *partners[:1]]
+
+
 def trial_id(entry: dict[str, Any], attempt: int) -> str:
     suffix = f"-a{attempt}" if attempt > 1 else ""
     return f"{entry['index']:03d}-{entry['arm']}-r{entry['round']:02d}{suffix}"

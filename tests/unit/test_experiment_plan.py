@@ -74,3 +74,32 @@ def test_requeue_appends_and_runs_at_the_end_of_its_round():
     assert planner.attempt_of(plan, plan[0]) == 1
     assert planner.attempt_of(plan, again) == 2 and planner.attempt_of(plan, third) == 3
     assert planner.trial_id(third, 3) == "007-" + third["arm"] + "-r01-a3"
+
+
+def _pending(plan, design):
+    return planner.execution_order(plan, design)
+
+
+def test_a_duet_step_runs_both_pairs_together():
+    plan = planner.make_plan(exp(design="duet", flood_sizes=["off"], rounds=2))
+    group = planner.next_group(_pending(plan, "duet"), "duet")
+    assert [e["index"] for e in group] == [0, 1]
+    assert {e["pair"] for e in group} == {1, 2}
+    # Its partner done alone (e.g. after a crash between the two trial.json writes): run alone.
+    rest = [e for e in _pending(plan, "duet") if e["index"] != 0]
+    assert [e["index"] for e in planner.next_group(rest, "duet")] == [1]
+
+
+def test_a_requeued_duet_step_pairs_requeues_with_requeues():
+    plan = planner.make_plan(exp(design="duet", flood_sizes=["off"], rounds=2))
+    planner.requeue(plan, 0)
+    planner.requeue(plan, 1)
+    pending = [e for e in _pending(plan, "duet") if e["index"] > 1]
+    group = planner.next_group(pending, "duet")
+    assert [e["index"] for e in group] == [n := len(plan) - 2, n + 1]
+    assert all("requeue_of" in e for e in group)
+
+
+def test_other_designs_run_one_trial_per_step():
+    plan = planner.make_plan(exp(flood_sizes=["off"]))
+    assert len(planner.next_group(_pending(plan, "rmit"), "rmit")) == 1

@@ -117,6 +117,19 @@ def test_three_arms_compare_each_with_the_baseline(tmp_path: Path) -> None:
     ]
 
 
+def test_duet_runs_do_not_compare_the_shared_node_total(tmp_path: Path) -> None:
+    """Duet partners run on one node at once: their node totals are one number, not a result."""
+    for design, expected in (("duet", False), ("rmit", True)):
+        run_dir = write_run(
+            tmp_path / design, SyntheticSpec(rounds=6, design=design, write_samples=False)
+        )
+        build(run_dir)
+        doc = json.loads((run_dir / "derived" / "stats.json").read_text())
+        keys = {m["metric"] for c in doc["comparisons"] for m in c["metrics"]}
+        assert ("cpu_node_total" in keys) is expected
+        assert "cpu_client_sidecar" in keys
+
+
 def test_declared_margin_and_fallbacks_without_raw_files(tmp_path: Path) -> None:
     run_dir = write_run(
         tmp_path, SyntheticSpec(rounds=7, margin_percent=5.0, write_samples=False, effects={})
