@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed, pytest.mark.slow]
 
@@ -93,3 +94,30 @@ def test_interrupted_run_resumes_with_exactly_the_planned_trials(tmp_path):
     resumed = _run("run", str(SMOKE), "--resume", str(run_dir), "--no-report")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _check_complete(run_dir)["status"] == "complete"
+
+
+def test_duet_run_measures_both_pairs_at_the_same_moment(tmp_path):
+    """Both arms of a duet round share one window, on their own pod pair and CPU."""
+    spec = yaml.safe_load(SMOKE.read_text())
+    spec.update(id="smoke", design="duet", rounds=2)
+    duet = tmp_path / "duet.yml"
+    duet.write_text(yaml.safe_dump(spec))
+    proc = _run("run", str(duet), "--results-dir", str(tmp_path / "results"), "--no-report")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = _only_run_dir(tmp_path / "results")
+    assert _check_complete(run_dir)["status"] == "complete"
+    trials = [json.loads(p.read_text()) for p in run_dir.glob("trials/*/trial.json")]
+    by_step: dict[tuple, list[dict]] = {}
+    for t in trials:
+        by_step.setdefault((t["round"], t["attempt"], t["window"]["start"]), []).append(t)
+    for step, pair in by_step.items():
+        assert len(pair) == 2, f"round {step[0]}: its two trials did not run together"
+        assert {t["pair"] for t in pair} == {1, 2}
+        assert {t["arm"] for t in pair} == set(spec["arms"])
+        assert pair[0]["pinning"]["k6"] != pair[1]["pinning"]["k6"]
+
+    # Back to one pair: pair 2 goes, rather than idling outside the recorded state.
+    assert _run("testbed", "up").returncode == 0
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    assert "meshlab-client2" not in netns.stdout
+    assert "meshlab-client" in netns.stdout.split()
