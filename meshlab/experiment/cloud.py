@@ -254,10 +254,8 @@ def ingest(run_dir: Path, manifest: dict[str, Any], index: int, raw: Path) -> di
     stat_rows = [r for h in measured for r in stat_all.get(h, [])]
 
     # The raw sample files, complete, then trial.json (judge) last.
-    stat_text = "".join(json.dumps(r) + "\n" for r in stat_rows)
-    store.atomic_write_bytes(slot.dir / "proc-stat.jsonl", stat_text.encode())
-    cg_text = "".join(json.dumps(r) + "\n" for r in cg_rows)
-    store.atomic_write_bytes(slot.dir / "cgroup-cpu.jsonl", cg_text.encode())
+    store.atomic_write_jsonl(slot.dir / "proc-stat.jsonl", stat_rows)
+    store.atomic_write_jsonl(slot.dir / "cgroup-cpu.jsonl", cg_rows)
     store.atomic_write_bytes(slot.dir / "k6-output.txt", k6_output.encode())
     if raw.resolve().parent == slot.dir.resolve():
         shutil.rmtree(raw)  # the fetch staging area inside the trial dir is scratch

@@ -7,7 +7,6 @@ written last: its presence is what marks a trial finished (resume relies on it).
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from dataclasses import dataclass
@@ -197,8 +196,7 @@ def run_step(
             if (t.dir / f".{name}").exists():
                 (t.dir / f".{name}").replace(t.dir / name)
         store.atomic_write_bytes(t.dir / "proc-stat.jsonl", proc_stat_raw)
-        cg_text = "".join(json.dumps(r) + "\n" for r in cg_rows)
-        store.atomic_write_bytes(t.dir / "cgroup-cpu.jsonl", cg_text.encode())
+        store.atomic_write_jsonl(t.dir / "cgroup-cpu.jsonl", cg_rows)
         store.atomic_write_bytes(t.dir / "k6-output.txt", t.k6_output.encode())
         pods = _pods_of_pair(tb, t.entry["pair"])
         evidence = Evidence(

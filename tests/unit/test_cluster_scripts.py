@@ -266,3 +266,17 @@ def test_agent_k6_without_a_k6_container_leaves_a_record_not_a_failure(tmp_path:
     record = json.loads((out / "k6-run.json").read_text())
     assert record["rc"] == -1 and record["started"] is None
     assert "no running k6 container" in (out / "k6-output.txt").read_text()
+
+
+def test_node_scripts_parse_like_the_package() -> None:
+    """The node scripts are standalone copies (nodes have no meshlab package): they must read
+    /proc/stat and cpu.stat exactly as the engine that judges their samples does."""
+    from meshlab.experiment import samplers
+
+    real = Path("/proc/stat").read_text()
+    for text in (real, "cpu 1 2 3 4\ncpu0 1 2 3 4 5 6 7 8 9 10 11\nintr 5\n"):
+        expected = samplers.parse_proc_stat(text)
+        assert recorder.parse_proc_stat(text) == expected
+        assert agent.parse_proc_stat(text) == expected
+    cpu_stat = "usage_usec 120\nuser_usec 100\nsystem_usec 20\nnr_periods 0\nbogus x\n"
+    assert agent.parse_cpu_stat(cpu_stat) == samplers.parse_cpu_stat(cpu_stat)
