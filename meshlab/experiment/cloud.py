@@ -32,6 +32,7 @@ from typing import Any
 from meshlab.errors import MeshlabError
 from meshlab.experiment import load, store
 from meshlab.experiment.judge import Evidence, flood_numbers, judge
+from meshlab.experiment.samplers import read_jsonl
 from meshlab.experiment.spec import Experiment
 from meshlab.experiment.trialdir import (
     TrialSlot,
@@ -107,19 +108,6 @@ def prepare(run_dir: Path, manifest: dict[str, Any], index: int, target_url: str
 
 
 # ---- ingest --------------------------------------------------------------------------------
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a fetched JSON-lines file; a torn line (sampler killed mid-write) is skipped."""
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and "t" in row:
-            rows.append(row)
-    return rows
 
 
 def _read_json(path: Path, problems: list[str], what: str) -> Any:
@@ -226,11 +214,11 @@ def ingest(run_dir: Path, manifest: dict[str, Any], index: int, raw: Path) -> di
     containers = _containers(raw, problems)
     settled = _settle(raw, problems)
 
-    stat_all = {h: _read_jsonl(p) for h, p in _per_host(raw, ".proc-stat.jsonl").items()}
+    stat_all = {h: read_jsonl(p) for h, p in _per_host(raw, ".proc-stat.jsonl").items()}
     cg_rows = [
         r
         for p in _per_host(raw, ".cgroup-cpu.jsonl").values()
-        for r in _read_jsonl(p)
+        for r in read_jsonl(p)
         if r.get("component") in COMPONENTS
     ]
     started = run.get("started")

@@ -8,12 +8,12 @@ import json
 
 from meshlab.experiment.spec import LoadPoint
 
-# Thresholds that always pass force k6 to export these per-scenario submetrics in its summary.
 # CSV timestamps in microseconds since the epoch: the window cut needs sub-second resolution.
 K6_ENV = {"K6_CSV_TIME_FORMAT": "unix_micro"}
 # k6 gets this long beyond warm-up + measured window before it is killed.
 TIME_LIMIT_GRACE_S = 60
 
+# Thresholds that always pass force k6 to export these per-scenario submetrics in its summary.
 _SUBMETRICS = (
     "dropped_iterations{scenario:measure}",
     "http_reqs{scenario:measure}",

@@ -104,7 +104,16 @@ class Sampler:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Sample rows of a JSON-lines file; a torn line (sampler killed mid-write) is skipped."""
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "t" in row:
+            rows.append(row)
+    return rows
 
 
 def cpu_busy_now(seconds: float = 1.0) -> float:
