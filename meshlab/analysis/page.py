@@ -276,17 +276,16 @@ def _method(a: Analysis) -> str:
 
 def _provenance(a: Analysis) -> str:
     m = a.run.manifest
-    git = m.get("git") or {}
     rows = [
         ("experiment", a.run.experiment_id),
         ("run directory", str(a.run.path)),
         ("spec hash", a.run.spec_hash or "—"),
         ("seed", str(a.run.seed)),
-        ("git", f"{git.get('sha', '?')}{' (dirty)' if git.get('dirty') else ''}"),
-        ("started / finished", f"{m.get('started_at') or '—'} / {m.get('finished_at') or '—'}"),
-        ("versions", _kv(m.get("versions"))),
-        ("host", _kv(m.get("host"))),
-        ("pinning", _kv(m.get("pinning"))),
+        ("git", f"{m.git.sha}{' (dirty)' if m.git.dirty else ''}"),
+        ("started / finished", f"{m.started_at} / {m.finished_at or '—'}"),
+        ("versions", _kv(m.versions)),
+        ("host", _kv(m.host)),
+        ("pinning", _kv(m.pinning)),
     ]
     body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     return f"<h2 id='provenance'>Provenance</h2><table>{body}</table>"

@@ -40,9 +40,7 @@ def build_pairs(run: Run) -> list[PairSet]:
         cells.setdefault((t.arm, t.load_point, t.flood, t.round), []).append(t)
         seen_rounds.setdefault((t.load_point, t.flood), set()).add(t.round)
     for e in run.plan:
-        key = (str(e.get("load_point")), str(e.get("flood")))
-        if isinstance(e.get("round"), int):
-            seen_rounds.setdefault(key, set()).add(e["round"])
+        seen_rounds.setdefault((e.load_point, str(e.flood)), set()).add(e.round)
 
     out = []
     for arm in run.arms[1:]:

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 from meshlab.analysis import figures as figs
-from meshlab.analysis import files, page, summary_md, tables, thesis
+from meshlab.analysis import page, summary_md, tables, thesis
 from meshlab.analysis.analyse import Analysis, analyse
 from meshlab.analysis.latencies import pool_latencies
 from meshlab.analysis.run import Run, load_run
 from meshlab.analysis.samples import read_proc_stat
+from meshlab.core import atomic
 from meshlab.errors import MeshlabError
 
 
@@ -26,9 +27,9 @@ def build(run_dir: Path) -> Path:
         derived.mkdir(exist_ok=True)
     except OSError as err:
         raise MeshlabError(f"{derived}: cannot create ({err.strerror or err})") from err
-    files.write_text(derived / "trials.csv", tables.trials_csv(run))
-    files.write_text(derived / "pairs.csv", tables.pairs_csv(analysis))
-    files.write_text(derived / "stats.json", json.dumps(analysis.to_dict(), indent=1) + "\n")
+    atomic.write_text(derived / "trials.csv", tables.trials_csv(run))
+    atomic.write_text(derived / "pairs.csv", tables.pairs_csv(analysis))
+    atomic.write_text(derived / "stats.json", json.dumps(analysis.to_dict(), indent=1) + "\n")
 
     pools, notes = pool_latencies(run)
     thesis_rows = thesis.spreads(run)
@@ -38,14 +39,14 @@ def build(run_dir: Path) -> Path:
     for stale in fig_dir.glob("*.png"):  # a figure that no longer applies must not linger
         stale.unlink()
     for f in figures:
-        files.write_bytes(fig_dir / f"{f.name}.png", f.png)
+        atomic.write_bytes(fig_dir / f"{f.name}.png", f.png)
 
     source = str(thesis.facts().get("source", ""))
-    files.write_text(
+    atomic.write_text(
         derived / "summary.md", summary_md.render(analysis, figures, thesis_rows, notes)
     )
     out = derived / "report.html"
-    files.write_text(out, page.render(analysis, figures, thesis_rows, source, notes))
+    atomic.write_text(out, page.render(analysis, figures, thesis_rows, source, notes))
     return out
 
 

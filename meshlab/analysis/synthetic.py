@@ -20,16 +20,32 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
 
 import numpy as np
 
-from meshlab.experiment.samplers import PROC_STAT_FIELDS
+from meshlab.core import atomic
+from meshlab.core.flood import parse_flood
+from meshlab.core.procstat import FIELDS as PROC_STAT_FIELDS
 from meshlab.k6.results import summarize
+from meshlab.record import store
+from meshlab.record.format import (
+    COMPONENTS,
+    CpuFigure,
+    FloodRecord,
+    Gate,
+    Git,
+    Manifest,
+    PlanEntry,
+    Settle,
+    Steal,
+    Summary,
+    TrialRecord,
+    Window,
+)
+from meshlab.record.spec import Experiment
 
 T0 = 1_795_600_000.0  # 2026-11-25, fixed so runs are byte-identical for a seed
 USER_HZ = 100
-COMPONENTS = ("client_sidecar", "server_sidecar", "app", "k6")
 _CPU_BASE = {"client_sidecar": 0.20, "server_sidecar": 0.22, "app": 0.05, "k6": 0.12}
 _NODE_OVERHEAD = 0.08  # CPU-s per 1000 requests outside the components (kernel, softirq)
 _LAT_Q = {"p5": 5, "p25": 25, "p50": 50, "p75": 75, "p90": 90, "p95": 95, "p99": 99}
@@ -118,46 +134,46 @@ def true_log_ratio(spec: SyntheticSpec, arm: str, flood: str, family: str = "lat
     )
 
 
-def spec_hash(experiment: dict[str, Any]) -> str:
-    canonical = json.dumps(experiment, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def experiment_for(spec: SyntheticSpec) -> dict[str, Any]:
-    return {
-        "id": spec.experiment_id,
-        "description": "synthetic run with a known injected effect",
-        "arms": {
-            arm: {"dataplane": "ebpf" if "ebpf" in arm else "iptables", "description": arm}
-            for arm in spec.arms
-        },
-        "load_points": [
-            {
-                "name": name,
-                "rate": rate,
-                "duration_s": spec.duration_s,
-                "warmup_s": spec.warmup_s,
-                "connection_mode": "keepalive",
-                "path": "/get",
-            }
-            for name, rate in spec.load_points
-        ],
-        "flood_sizes": list(spec.floods),
-        "rounds": spec.rounds,
-        "design": spec.design,
-        "seed": spec.seed,
-        "gates": {
-            "steal_mean_percent": 0.5,
-            "steal_max_percent": 5.0,
-            "rate_tolerance_percent": 1.0,
-            "max_requeues": 2,
-            "max_rejected_share": 0.2,
-            "settle_cpu_busy_percent": 25.0,
-            "settle_timeout_s": 30.0,
-        },
-        "pinning": {"k6": "0", "client_sidecar": "1", "server_sidecar": "1", "app": "1"},
-        "analysis": {"equivalence_margin_percent": spec.margin_percent, "primary_metric": "p50"},
-    }
+def experiment_for(spec: SyntheticSpec) -> Experiment:
+    return Experiment.model_validate(
+        {
+            "id": spec.experiment_id,
+            "description": "synthetic run with a known injected effect",
+            "arms": {
+                arm: {"dataplane": "ebpf" if "ebpf" in arm else "iptables", "description": arm}
+                for arm in spec.arms
+            },
+            "load_points": [
+                {
+                    "name": name,
+                    "rate": rate,
+                    "duration_s": spec.duration_s,
+                    "warmup_s": spec.warmup_s,
+                    "connection_mode": "keepalive",
+                    "path": "/get",
+                }
+                for name, rate in spec.load_points
+            ],
+            "flood_sizes": list(spec.floods),
+            "rounds": spec.rounds,
+            "design": spec.design,
+            "seed": spec.seed,
+            "gates": {
+                "steal_mean_percent": 0.5,
+                "steal_max_percent": 5.0,
+                "rate_tolerance_percent": 1.0,
+                "max_requeues": 2,
+                "max_rejected_share": 0.2,
+                "settle_cpu_busy_percent": 25.0,
+                "settle_timeout_s": 30.0,
+            },
+            "pinning": {"k6": "0", "client_sidecar": "1", "server_sidecar": "1", "app": "1"},
+            "analysis": {
+                "equivalence_margin_percent": spec.margin_percent,
+                "primary_metric": "p50",
+            },
+        }
+    )
 
 
 def _iso(t: float) -> str:
@@ -169,8 +185,8 @@ def _rules(flood: str) -> int:
     KUBE-SVC chain with a masquerade rule, per endpoint a jump plus a KUBE-SEP chain with
     MARK-MASQ and DNAT: 3 + 4·P lines. 50x500 gives the thesis' 101,806 with 306 base lines."""
     base = 306
-    pods, services = _pods(flood), _services(flood)
-    return base + services * (3 + 4 * pods) if pods and services else base
+    f = parse_flood(flood)
+    return base + f.services * (3 + 4 * f.pods) if not f.off else base
 
 
 class _Writer:
@@ -201,9 +217,11 @@ class _Writer:
         plan = self._plan()
         for entry in list(plan):
             if spec.requeue and self._is_rejected(entry):
-                plan.append({**entry, "index": len(plan), "requeue_of": entry["index"]})
+                plan.append(
+                    entry.model_copy(update={"index": len(plan), "requeue_of": entry.index})
+                )
         # run in execution order: a re-queued attempt runs at the end of its round
-        order = sorted(plan, key=lambda e: (e["round"], "requeue_of" in e, e["index"]))
+        order = sorted(plan, key=lambda e: (e.round, e.requeue_of is not None, e.index))
         recorded = order if spec.stop_after is None else order[: spec.stop_after]
         for entry in recorded:
             self._trial(entry, rejected=self._is_rejected(entry))
@@ -212,19 +230,17 @@ class _Writer:
             if nxt is not None:
                 tdir = self.run_dir / "trials" / self._trial_id(nxt)
                 tdir.mkdir(exist_ok=True)
-                (tdir / "k6-summary.json").write_text("{}")
-        status = spec.status
-        manifest = {
-            "schema_version": 1,
-            "experiment": self.experiment,
-            "spec_hash": spec_hash(self.experiment),
-            "seed": spec.seed,
-            "plan": plan,
-            "status": status,
-            "started_at": _iso(T0),
-            "finished_at": _iso(self.clock) if status == "complete" else None,
-            "git": {"sha": "0000000", "dirty": False},
-            "versions": {
+                atomic.write_text(tdir / "k6-summary.json", "{}")
+        manifest = Manifest(
+            experiment=self.experiment,
+            spec_hash=self.experiment.spec_hash(),
+            seed=spec.seed,
+            plan=plan,
+            status=spec.status,
+            started_at=_iso(T0),
+            finished_at=_iso(self.clock) if spec.status == "complete" else None,
+            git=Git(sha="0000000", dirty=False),
+            versions={
                 "envoy": "1.40.0",
                 "k6": "1.1.0",
                 "nginx": "1.22.1",
@@ -233,19 +249,19 @@ class _Writer:
                 "meshlab": "0.1.0",
                 "python": "3.11.7",
             },
-            "host": {
+            host={
                 "cpu_model": "synthetic",
                 "cores": 2,
                 "hostname": "synthetic",
                 "testbed": "netns",
             },
-            "inventory": {"hosts": ["localhost"]},
-            "pinning": self.experiment["pinning"],
-        }
-        (self.run_dir / "manifest.json").write_text(json.dumps(manifest))
+            inventory={"hosts": ["localhost"]},
+            pinning=self.experiment.pinning.model_dump(),
+        )
+        store.save_manifest(self.run_dir, manifest)
         return self.run_dir
 
-    def _plan(self) -> list[dict[str, Any]]:
+    def _plan(self) -> list[PlanEntry]:
         spec, plan = self.spec, []
         for r in range(1, spec.rounds + 1):
             for lp, _ in spec.load_points:
@@ -255,27 +271,20 @@ class _Writer:
                         arms = [arms[i] for i in self.rng.permutation(len(arms))]
                     for arm in arms:
                         plan.append(
-                            {
-                                "index": len(plan),
-                                "round": r,
-                                "arm": arm,
-                                "load_point": lp,
-                                "flood": flood,
-                                "pair": 1,
-                            }
+                            PlanEntry(index=len(plan), round=r, arm=arm, load_point=lp, flood=flood)
                         )
         return plan
 
-    def _is_rejected(self, entry: dict[str, Any]) -> bool:
-        return "requeue_of" not in entry and (entry["round"], entry["arm"]) in self.spec.reject
+    def _is_rejected(self, entry: PlanEntry) -> bool:
+        return entry.requeue_of is None and (entry.round, entry.arm) in self.spec.reject
 
-    def _trial_id(self, entry: dict[str, Any]) -> str:
-        tid = f"{entry['index']:03d}-{entry['arm']}-r{entry['round']:02d}"
-        return tid + ("-a2" if "requeue_of" in entry else "")
+    def _trial_id(self, entry: PlanEntry) -> str:
+        tid = f"{entry.index:03d}-{entry.arm}-r{entry.round:02d}"
+        return tid + ("-a2" if entry.requeue_of is not None else "")
 
-    def _trial(self, entry: dict[str, Any], rejected: bool) -> None:
+    def _trial(self, entry: PlanEntry, rejected: bool) -> None:
         spec, rng = self.spec, self.rng
-        arm, rnd, lp, flood = entry["arm"], entry["round"], entry["load_point"], entry["flood"]
+        arm, rnd, lp, flood = entry.arm, entry.round, entry.load_point, str(entry.flood)
         rate = dict(spec.load_points)[lp]
         rules = _rules(flood)
         noise = self.round_noise[(rnd, lp, flood)]
@@ -338,45 +347,36 @@ class _Writer:
             ]
         if spec.write_samples:
             self._samples(tdir, start, w1 + 1.0, node_max, steal_mean, steal_max, cpu, rate)
-        trial = {
-            "schema_version": 1,
-            "trial_id": self._trial_id(entry),
-            "plan_index": entry["index"],
-            "round": rnd,
-            "arm": arm,
-            "dataplane": self.experiment["arms"][arm]["dataplane"],
-            "pair": 1,
-            "attempt": 2 if "requeue_of" in entry else 1,
-            "load_point": {
-                "name": lp,
-                "rate": rate,
-                "duration_s": spec.duration_s,
-                "warmup_s": spec.warmup_s,
-                "connection_mode": "keepalive",
-                "path": "/get",
-            },
-            "flood": {"pods": _pods(flood), "services": _services(flood), "rules": rules},
-            "started_at": _iso(start),
-            "ended_at": _iso(w1),
-            "window": {"start": w0, "end": w1},
-            "settle": {
-                "seconds": 3.0,
-                "cpu_busy_percent": 2.0,
-                "rules_stable": True,
-                "timed_out": False,
-            },
-            "status": "rejected" if rejected else "valid",
-            "rejection_reasons": reasons,
-            "gates": gates,
-            "summary": {
-                "requests": requests,
-                "achieved_rate": requests / spec.duration_s,
-                "failed_requests": 0,
-                "latency_ms": latency,
-            },
-            "cpu": cpu,
-            "steal": {"mean_percent": steal_mean, "max_percent": steal_max},
-        }
+        load_point = next(x for x in self.experiment.load_points if x.name == lp)
+        trial = TrialRecord(
+            trial_id=self._trial_id(entry),
+            plan_index=entry.index,
+            round=rnd,
+            arm=arm,
+            dataplane=self.experiment.arms[arm].dataplane,
+            pair=1,
+            attempt=2 if entry.requeue_of is not None else 1,
+            requeue_of=entry.requeue_of,
+            load_point=load_point,
+            flood=FloodRecord.of(entry.flood, rules),
+            started_at=_iso(start),
+            ended_at=_iso(w1),
+            window=Window(start=w0, end=w1),
+            settle=Settle(seconds=3.0, cpu_busy_percent=2.0, rules_stable=True, timed_out=False),
+            status="rejected" if rejected else "valid",
+            rejection_reasons=reasons,
+            gates={name: Gate.model_validate(g) for name, g in gates.items()},
+            summary=Summary(
+                requests=requests,
+                achieved_rate=requests / spec.duration_s,
+                failed_requests=0,
+                latency_ms=latency,
+            ),
+            cpu={name: CpuFigure(**fig) for name, fig in cpu.items()},
+            steal=Steal(mean_percent=steal_mean, max_percent=steal_max),
+            pinning=self.experiment.pinning.model_dump(),
+            pods={"client": "client", "server": "server"},
+        )
         (tdir / "k6-summary.json").write_text(
             json.dumps(
                 {
@@ -388,7 +388,7 @@ class _Writer:
                 }
             )
         )
-        (tdir / "trial.json").write_text(json.dumps(trial))
+        store.save_trial(tdir, trial)
         self.clock = w1 + 2.0
 
     def _analytic_latency(self, mu: float) -> dict[str, float]:
@@ -469,18 +469,8 @@ class _Writer:
                         "system_usec": u - u * 7 // 10,
                     }
                 )
-        (tdir / "proc-stat.jsonl").write_text("".join(json.dumps(p) + "\n" for p in proc))
-        (tdir / "cgroup-cpu.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cgrp))
+        atomic.write_jsonl(tdir / "proc-stat.jsonl", proc)
+        atomic.write_jsonl(tdir / "cgroup-cpu.jsonl", cgrp)
 
 
 _MODES = PROC_STAT_FIELDS  # the sampler's own field list: synthetic runs match real ones
-
-
-def _pods(flood: str) -> int:
-    pods, _, _ = flood.partition("x")
-    return int(pods) if pods.isdigit() else 0
-
-
-def _services(flood: str) -> int:
-    _, _, services = flood.partition("x")
-    return int(services) if services.isdigit() else 0

@@ -1,1 +1,2 @@
-"""Benchmarks (not tests): `python -m meshlab.bench.<name>`."""
+"""Benchmarks (not tests): `make bench-testbed`, `make bench-dataplane`, `make bench-report`
+(`meshlab bench testbed|dataplane|report`)."""

@@ -29,7 +29,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from meshlab.ebpf import bpfsys, build, features, keys
+from meshlab.ebpf import bpfsys, build, features, layouts
 from meshlab.ebpf.bpfsys import BpfError
 from meshlab.errors import MeshlabError
 
@@ -134,7 +134,7 @@ def validate_request(
             raise MeshlabError(f"eBPF attach: pod {pod!r} has a cgroup but no IP")
     for pod, ip in pod_ips.items():
         try:
-            keys.ip4(ip)
+            layouts.ip4(ip)
         except ValueError as err:
             raise MeshlabError(f"eBPF attach: pod {pod!r}: {err}") from err
 
@@ -377,18 +377,18 @@ def _detach_verdict(pins: Pins) -> bool:
 
 def _flush_sockhash(pins: Pins) -> int:
     with bpfsys.pinned(pins.map(SOCKHASH)) as fd:
-        return sum(bpfsys.map_delete(fd, k) for k in bpfsys.map_keys(fd, keys.Pair.SIZE))
+        return sum(bpfsys.map_delete(fd, k) for k in bpfsys.map_keys(fd, layouts.Pair.SIZE))
 
 
 def _splice_on(pins: Pins) -> bool:
     with bpfsys.pinned(pins.map("ml_config")) as fd:
-        raw = bpfsys.map_lookup(fd, keys.u32(0), 4)
+        raw = bpfsys.map_lookup(fd, layouts.u32(0), 4)
     return bool(raw) and raw != b"\0" * 4
 
 
 def _set_splice(pins: Pins, on: bool) -> None:
     with bpfsys.pinned(pins.map("ml_config")) as fd:
-        bpfsys.map_update(fd, keys.u32(0), keys.u32(1 if on else 0))
+        bpfsys.map_update(fd, layouts.u32(0), layouts.u32(1 if on else 0))
 
 
 def _unsplice(pins: Pins) -> int:
@@ -428,18 +428,18 @@ def _cgroup_id(cgroup: Path) -> int:
 def _register_pods(pins: Pins, cgroups: Mapping[str, Path], pod_ips: Mapping[str, str]) -> None:
     with bpfsys.pinned(pins.map("ml_cgroup_pods")) as fd:
         for pod, cgroup in cgroups.items():
-            bpfsys.map_update(fd, keys.u64(_cgroup_id(cgroup)), keys.ip4(pod_ips[pod]))
+            bpfsys.map_update(fd, layouts.u64(_cgroup_id(cgroup)), layouts.ip4(pod_ips[pod]))
 
 
 def _unregister_cgroups(pins: Pins, cgroup_ids: set[int]) -> None:
     with bpfsys.pinned(pins.map("ml_cgroup_pods")) as fd:
         for cid in cgroup_ids:
-            bpfsys.map_delete(fd, keys.u64(cid))
+            bpfsys.map_delete(fd, layouts.u64(cid))
 
 
 def _sockhash_entries(pins: Pins) -> int:
     with bpfsys.pinned(pins.map(SOCKHASH)) as fd:
-        return len(bpfsys.map_keys(fd, keys.Pair.SIZE))
+        return len(bpfsys.map_keys(fd, layouts.Pair.SIZE))
 
 
 def _sync_pod_ips(pins: Pins, attached_ids: set[int]) -> None:
@@ -449,7 +449,7 @@ def _sync_pod_ips(pins: Pins, attached_ids: set[int]) -> None:
     with bpfsys.pinned(pins.map("ml_cgroup_pods")) as fd:
         live: set[bytes] = set()
         for raw_id in bpfsys.map_keys(fd, 8):
-            if keys.read_u64(raw_id) not in attached_ids:
+            if layouts.read_u64(raw_id) not in attached_ids:
                 bpfsys.map_delete(fd, raw_id)
                 continue
             value = bpfsys.map_lookup(fd, raw_id, 4)
@@ -460,7 +460,7 @@ def _sync_pod_ips(pins: Pins, attached_ids: set[int]) -> None:
             if raw_ip not in live:
                 bpfsys.map_delete(fd, raw_ip)
         for raw_ip in live:
-            bpfsys.map_update(fd, raw_ip, keys.u32(0))
+            bpfsys.map_update(fd, raw_ip, layouts.u32(0))
 
 
 def _attached_cgroups(infos: dict[str, bpfsys.ProgInfo]) -> dict[Path, set[str]]:
@@ -558,7 +558,7 @@ def _ensure_loaded(pins: Pins, objects: dict[str, Path]) -> dict[str, bpfsys.Pro
                 for raw_id in bpfsys.map_keys(fd, 8):
                     value = bpfsys.map_lookup(fd, raw_id, 4)
                     if value is not None:
-                        pod_ips[keys.read_u64(raw_id)] = keys.ip4_str(value)
+                        pod_ips[layouts.read_u64(raw_id)] = layouts.ip4_str(value)
     _teardown(pins)
     _load(pins, objects)
     infos = _pinned_progs(pins)
@@ -754,9 +754,9 @@ def _counters(pins: Pins) -> dict[str, int]:
     ncpu = bpfsys.possible_cpus()
     out: dict[str, int] = {}
     with bpfsys.pinned(path) as fd:
-        for slot, name in enumerate(keys.STAT_NAMES):
-            raw = bpfsys.map_lookup(fd, keys.u32(slot), 8 * ncpu)
-            out[name] = keys.percpu_sum(raw) if raw else 0
+        for slot, name in enumerate(layouts.STAT_NAMES):
+            raw = bpfsys.map_lookup(fd, layouts.u32(slot), 8 * ncpu)
+            out[name] = layouts.percpu_sum(raw) if raw else 0
     return out
 
 
@@ -769,7 +769,7 @@ def _pods(pins: Pins, cgroups: list[str]) -> dict[str, str]:
     with bpfsys.pinned(path) as fd:
         for cgroup in cgroups:
             with suppress(FileNotFoundError):
-                raw = bpfsys.map_lookup(fd, keys.u64(Path(cgroup).stat().st_ino), 4)
+                raw = bpfsys.map_lookup(fd, layouts.u64(Path(cgroup).stat().st_ino), 4)
                 if raw:
-                    out[cgroup] = keys.ip4_str(raw)
+                    out[cgroup] = layouts.ip4_str(raw)
     return out

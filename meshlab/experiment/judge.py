@@ -11,10 +11,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshlab.errors import MeshlabError
-from meshlab.experiment import measure, store
-from meshlab.experiment.spec import Experiment, LoadPoint
+from meshlab.experiment import measure
 from meshlab.experiment.trialdir import TrialSlot
 from meshlab.k6.results import read_latencies_ms, summarize
+from meshlab.record import store
+from meshlab.record.format import (
+    CpuFigure,
+    FloodRecord,
+    Settle,
+    Steal,
+    Summary,
+    TrialRecord,
+    Window,
+)
+from meshlab.record.spec import Experiment, LoadPoint
 
 
 @dataclass
@@ -32,13 +42,6 @@ class Evidence:
     pinning: dict[str, str]
     pods: dict[str, str]  # client, server
     problems: list[str] = field(default_factory=list)  # reasons the backend already found
-
-
-def flood_numbers(spec: str) -> dict[str, int | str]:
-    if spec == "off":
-        return {"spec": spec, "pods": 0, "services": 0}
-    pods, services = spec.split("x")
-    return {"spec": spec, "pods": int(pods), "services": int(services)}
 
 
 def _submetric(summary: dict[str, Any], name: str, field_: str) -> float:
@@ -70,7 +73,7 @@ def _latency(slot: TrialSlot, reasons: list[str]) -> dict[str, float]:
     return summarize(lat) if lat.size else {}
 
 
-def judge(exp: Experiment, lp: LoadPoint, slot: TrialSlot, ev: Evidence) -> dict[str, Any]:
+def judge(exp: Experiment, lp: LoadPoint, slot: TrialSlot, ev: Evidence) -> TrialRecord:
     """Summarise the raw files, apply the gates, write trial.json (last: it marks completion)."""
     window = ev.window
     reasons: list[str] = list(ev.problems)
@@ -98,35 +101,34 @@ def judge(exp: Experiment, lp: LoadPoint, slot: TrialSlot, ev: Evidence) -> dict
     )
     reasons += failed_gates
     entry = slot.entry
-    doc = {
-        "schema_version": store.SCHEMA_VERSION,
-        "trial_id": slot.id,
-        "plan_index": entry["index"],
-        "round": entry["round"],
-        "arm": entry["arm"],
-        "dataplane": exp.arms[entry["arm"]].dataplane,
-        "pair": entry["pair"],
-        "attempt": slot.attempt,
-        "requeue_of": entry.get("requeue_of"),
-        "load_point": lp.model_dump(),
-        "flood": {**flood_numbers(entry["flood"]), "rules": ev.settle.get("rules")},
-        "started_at": ev.started_at,
-        "ended_at": ev.ended_at,
-        "window": window,
-        "settle": {k: v for k, v in ev.settle.items() if k != "rules"},
-        "status": "rejected" if reasons else "valid",
-        "rejection_reasons": reasons,
-        "gates": gates,
-        "summary": {
-            "requests": requests,
-            "achieved_rate": round(achieved, 3),
-            "failed_requests": failed,
-            "latency_ms": latency,
-        },
-        "cpu": cpu,
-        "steal": steal,
-        "pinning": ev.pinning,
-        "pods": ev.pods,
-    }
-    store.atomic_write_json(slot.dir / "trial.json", doc)
-    return doc
+    record = TrialRecord(
+        trial_id=slot.id,
+        plan_index=entry.index,
+        round=entry.round,
+        arm=entry.arm,
+        dataplane=exp.arms[entry.arm].dataplane,
+        pair=entry.pair,
+        attempt=slot.attempt,
+        requeue_of=entry.requeue_of,
+        load_point=lp,
+        flood=FloodRecord.of(entry.flood, ev.settle.get("rules")),
+        started_at=ev.started_at,
+        ended_at=ev.ended_at,
+        window=Window(**window),
+        settle=Settle(**{k: v for k, v in ev.settle.items() if k != "rules"}),
+        status="rejected" if reasons else "valid",
+        rejection_reasons=reasons,
+        gates=gates,
+        summary=Summary(
+            requests=requests,
+            achieved_rate=round(achieved, 3),
+            failed_requests=failed,
+            latency_ms=latency,
+        ),
+        cpu={name: CpuFigure(**fig) for name, fig in cpu.items()},
+        steal=Steal(**steal),
+        pinning=ev.pinning,
+        pods=ev.pods,
+    )
+    store.save_trial(slot.dir, record)
+    return record

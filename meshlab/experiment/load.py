@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from meshlab.experiment.spec import LoadPoint
+from meshlab.record.spec import LoadPoint
 
 # CSV timestamps in microseconds since the epoch: the window cut needs sub-second resolution.
 K6_ENV = {"K6_CSV_TIME_FORMAT": "unix_micro"}

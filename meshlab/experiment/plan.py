@@ -11,26 +11,20 @@ Load points and flood sizes form blocks; within a block the design decides the o
 from __future__ import annotations
 
 import random
-from typing import Any
 
-from meshlab.experiment.spec import Experiment
+from meshlab.core.flood import Flood
+from meshlab.record.format import PlanEntry
+from meshlab.record.spec import Experiment
 
 
-def make_plan(exp: Experiment) -> list[dict[str, Any]]:
+def make_plan(exp: Experiment) -> list[PlanEntry]:
     rng = random.Random(exp.seed)  # noqa: S311 - a reproducible shuffle, not a secret
     arms = list(exp.arms)
-    plan: list[dict[str, Any]] = []
+    plan: list[PlanEntry] = []
 
-    def add(round_: int, arm: str, lp: str, flood: str, pair: int = 1) -> None:
+    def add(round_: int, arm: str, lp: str, flood: Flood, pair: int = 1) -> None:
         plan.append(
-            {
-                "index": len(plan),
-                "round": round_,
-                "arm": arm,
-                "load_point": lp,
-                "flood": flood,
-                "pair": pair,
-            }
+            PlanEntry(index=len(plan), round=round_, arm=arm, load_point=lp, flood=flood, pair=pair)
         )
 
     for flood in exp.flood_sizes:
@@ -52,39 +46,39 @@ def make_plan(exp: Experiment) -> list[dict[str, Any]]:
     return plan
 
 
-def requeue(plan: list[dict[str, Any]], index: int) -> dict[str, Any]:
+def requeue(plan: list[PlanEntry], index: int) -> PlanEntry:
     """Append a new attempt of plan[index]; the plan only ever grows."""
     original = plan[index]
-    entry = {**original, "index": len(plan), "requeue_of": original.get("requeue_of", index)}
+    entry = original.model_copy(update={"index": len(plan), "requeue_of": original.root})
     plan.append(entry)
     return entry
 
 
-def attempt_of(plan: list[dict[str, Any]], entry: dict[str, Any]) -> int:
+def attempt_of(plan: list[PlanEntry], entry: PlanEntry) -> int:
     """1 for a planned trial, 2 for its first re-queue, and so on."""
-    root = entry.get("requeue_of", entry["index"])
-    return sum(1 for e in plan[: entry["index"] + 1] if e.get("requeue_of", e["index"]) == root)
+    return sum(1 for e in plan[: entry.index + 1] if e.root == entry.root)
 
 
-def execution_order(plan: list[dict[str, Any]], design: str) -> list[dict[str, Any]]:
+def _block(e: PlanEntry) -> tuple[Flood, str, int]:
+    return (e.flood, e.load_point, e.round)
+
+
+def execution_order(plan: list[PlanEntry], design: str) -> list[PlanEntry]:
     """Plan order, except that a re-queued attempt runs at the end of its own round (for
     sequential designs: right after the attempt it replaces). Duet attempts stay adjacent."""
-    originals = [e for e in plan if "requeue_of" not in e]
-    last_of_round: dict[tuple[Any, ...], int] = {}
-    for e in originals:
-        last_of_round[(e["flood"], e["load_point"], e["round"])] = e["index"]
+    last_of_round = {_block(e): e.index for e in plan if e.requeue_of is None}
 
-    def key(e: dict[str, Any]) -> tuple[float, int]:
-        if "requeue_of" not in e:
-            return (e["index"], e["index"])
+    def key(e: PlanEntry) -> tuple[float, int]:
+        if e.requeue_of is None:
+            return (e.index, e.index)
         if design == "sequential":
-            return (e["requeue_of"] + 0.5, e["index"])
-        return (last_of_round[(e["flood"], e["load_point"], e["round"])] + 0.5, e["index"])
+            return (e.requeue_of + 0.5, e.index)
+        return (last_of_round[_block(e)] + 0.5, e.index)
 
     return sorted(plan, key=key)
 
 
-def next_group(pending: list[dict[str, Any]], design: str) -> list[dict[str, Any]]:
+def next_group(pending: list[PlanEntry], design: str) -> list[PlanEntry]:
     """The trials the next step runs together: the first pending one, plus, for duet, its partner
     (same flood, load point and round, the other pod pair, both originals or both re-queues)."""
     first = pending[0]
@@ -93,14 +87,13 @@ def next_group(pending: list[dict[str, Any]], design: str) -> list[dict[str, Any
     partners = [
         e
         for e in pending[1:]
-        if (e["flood"], e["load_point"], e["round"])
-        == (first["flood"], first["load_point"], first["round"])
-        and e["pair"] != first["pair"]
-        and ("requeue_of" in e) == ("requeue_of" in first)
+        if _block(e) == _block(first)
+        and e.pair != first.pair
+        and (e.requeue_of is None) == (first.requeue_of is None)
     ]
     return [first, *partners[:1]]
 
 
-def trial_id(entry: dict[str, Any], attempt: int) -> str:
+def trial_id(entry: PlanEntry, attempt: int) -> str:
     suffix = f"-a{attempt}" if attempt > 1 else ""
-    return f"{entry['index']:03d}-{entry['arm']}-r{entry['round']:02d}{suffix}"
+    return f"{entry.index:03d}-{entry.arm}-r{entry.round:02d}{suffix}"

@@ -3,12 +3,8 @@ final table and the report."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import statistics
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +14,8 @@ from rich.table import Table
 
 from meshlab import ansible, paths
 from meshlab.errors import MeshlabError
-from meshlab.experiment import engine, spec, store
-from meshlab.testbed import state as tb_state
+from meshlab.experiment import engine
+from meshlab.record import spec, store
 
 # Tasks whose stdout is a step's result (local testbed: step; cloud testbed: ingest).
 STEP_RESULT_TASKS = ("Run the step's trials", "Judge the trial from the fetched files")
@@ -73,7 +69,7 @@ class _Watcher:
 def final_table(run_dir: Path) -> Table:
     manifest = store.load_manifest(run_dir)
     trials = store.completed_trials(run_dir).values()
-    table = Table(title=f"{run_dir}  ({manifest['status']})")
+    table = Table(title=f"{run_dir}  ({manifest.status})")
     for col in (
         "arm",
         "valid",
@@ -84,43 +80,29 @@ def final_table(run_dir: Path) -> Table:
         "steal max %",
     ):
         table.add_column(col, justify="right" if col != "arm" else "left")
-    for arm in manifest["experiment"]["arms"]:
-        ts = [t for t in trials if t["arm"] == arm]
-        valid = [t for t in ts if t["status"] == "valid"]
+    for arm in manifest.experiment.arms:
+        ts = [t for t in trials if t.arm == arm]
+        valid = [t for t in ts if t.valid]
 
         def med(values: list[float]) -> str:
             return f"{statistics.median(values):.3f}" if values else "-"
 
         sidecars = [
-            t["cpu"]["client_sidecar"]["per_1000_requests"]
-            + t["cpu"]["server_sidecar"]["per_1000_requests"]
+            (t.cpu["client_sidecar"].per_1000_requests or 0)
+            + (t.cpu["server_sidecar"].per_1000_requests or 0)
             for t in valid
-            if "client_sidecar" in t["cpu"] and "server_sidecar" in t["cpu"]
+            if "client_sidecar" in t.cpu and "server_sidecar" in t.cpu
         ]
         table.add_row(
             arm,
             str(len(valid)),
             str(len(ts) - len(valid)),
-            med([t["summary"]["latency_ms"]["p50"] for t in valid]),
-            med([t["summary"]["latency_ms"]["p99"] for t in valid]),
+            med([t.summary.latency_ms["p50"] for t in valid]),
+            med([t.summary.latency_ms["p99"] for t in valid]),
             med(sidecars),
-            f"{max((t['steal']['max_percent'] for t in ts), default=0):.1f}",
+            f"{max((t.steal.max_percent for t in ts), default=0):.1f}",
         )
     return table
-
-
-def _stop_trials(run_dir: Path) -> None:
-    """Kill a trial step the cancelled playbook left running, and its k6 processes."""
-    subprocess.run(["pkill", "-KILL", "-f", f"meshlab.experiment step {run_dir}"], check=False)
-    try:
-        tb = tb_state.load()
-    except MeshlabError:
-        return
-    for pod in (p["name"] for p in tb["pods"] if p["role"] == "client"):
-        procs = Path(tb["cgroup_root"], pod, "app", "cgroup.procs")
-        for pid in procs.read_text().split() if procs.exists() else []:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
 
 
 def run(experiment: Path, resume: Path | None, results_dir: Path, report: bool = True) -> Path:

@@ -1,43 +1,20 @@
 """Per-second CPU samples during a trial: /proc/stat (every CPU, steal included) and each
-component cgroup's cpu.stat. Samples are cumulative counters; rates come from differences."""
+component cgroup's cpu.stat. Samples are cumulative counters; rates come from differences.
+The row formats are meshlab.core.procstat's, the same the cloud nodes' agent writes."""
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-PROC_STAT_FIELDS = (
-    "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice",
-)  # fmt: skip
+from meshlab.core.procstat import cgroup_row, parse_proc_stat, stat_row
+
 # guest time is already counted in user (and guest_nice in nice): never add it twice.
 _BUSY = ("user", "nice", "system", "irq", "softirq", "steal")
 _IDLE = ("idle", "iowait")
-
-
-def parse_proc_stat(text: str) -> dict[str, dict[str, int]]:
-    """`cpu` and `cpuN` lines of /proc/stat -> {name: {field: ticks}} (missing fields = 0)."""
-    cpus = {}
-    for line in text.splitlines():
-        if not line.startswith("cpu"):
-            continue
-        name, *values = line.split()
-        ticks = [int(v) for v in values] + [0] * (len(PROC_STAT_FIELDS) - len(values))
-        cpus[name] = dict(zip(PROC_STAT_FIELDS, ticks, strict=False))
-    return cpus
-
-
-def parse_cpu_stat(text: str) -> dict[str, int]:
-    """cgroup v2 cpu.stat -> {usage_usec, user_usec, system_usec, ...}."""
-    out = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if value.strip().isdigit():
-            out[key] = int(value)
-    return out
 
 
 def busy_and_total(a: dict[str, int], b: dict[str, int]) -> tuple[int, int]:
@@ -75,16 +52,14 @@ class Sampler:
 
     def sample(self) -> None:
         t = time.time()
-        stat = parse_proc_stat(Path("/proc/stat").read_text())
-        self.proc_stat_out.write(json.dumps({"t": t, "host": self.host, "cpus": stat}) + "\n")
+        stat = Path("/proc/stat").read_text()
+        self.proc_stat_out.write(stat_row(t, self.host, stat, ("", {})) + "\n")
         for name, cgroup in self.components.items():
             try:
-                cpu = parse_cpu_stat((cgroup / "cpu.stat").read_text())
+                text = (cgroup / "cpu.stat").read_text()
             except OSError:
                 continue
-            row: dict[str, Any] = {"t": t, "host": self.host, "component": name}
-            row.update({k: cpu.get(k, 0) for k in ("usage_usec", "user_usec", "system_usec")})
-            self.cgroup_out.write(json.dumps(row) + "\n")
+            self.cgroup_out.write(cgroup_row(t, self.host, name, text) + "\n")
 
     def _loop(self) -> None:
         next_at = time.monotonic()
@@ -101,19 +76,6 @@ class Sampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Sample rows of a JSON-lines file; a torn line (sampler killed mid-write) is skipped."""
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and "t" in row:
-            rows.append(row)
-    return rows
 
 
 def cpu_busy_now(seconds: float = 1.0) -> float:

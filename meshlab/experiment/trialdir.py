@@ -8,33 +8,33 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from meshlab.errors import MeshlabError
-from meshlab.experiment import store
 from meshlab.experiment.load import script
 from meshlab.experiment.plan import attempt_of, trial_id
-from meshlab.experiment.spec import Experiment, LoadPoint
+from meshlab.record import store
+from meshlab.record.format import PlanEntry
+from meshlab.record.spec import Experiment, LoadPoint
 
 
 @dataclass(frozen=True)
 class TrialSlot:
     """One plan entry's attempt: where it writes and what it is called."""
 
-    entry: dict[str, Any]
+    entry: PlanEntry
     attempt: int
     id: str
     dir: Path
 
 
-def slot_of(run_dir: Path, plan: list[dict[str, Any]], entry: dict[str, Any]) -> TrialSlot:
+def slot_of(run_dir: Path, plan: list[PlanEntry], entry: PlanEntry) -> TrialSlot:
     attempt = attempt_of(plan, entry)
     tid = trial_id(entry, attempt)
     return TrialSlot(entry, attempt, tid, store.trial_dir(run_dir, tid))
 
 
-def open_trial(run_dir: Path, plan: list[dict[str, Any]], entry: dict[str, Any]) -> TrialSlot:
+def open_trial(run_dir: Path, plan: list[PlanEntry], entry: PlanEntry) -> TrialSlot:
     """The slot with an empty directory (an interrupted attempt's leftovers are removed)."""
     slot = slot_of(run_dir, plan, entry)
     if slot.dir.exists():

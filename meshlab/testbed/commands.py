@@ -6,9 +6,9 @@ import subprocess
 from typing import Any
 
 from meshlab import ansible
+from meshlab.core.flood import parse_flood
 from meshlab.errors import MeshlabError
 from meshlab.testbed import state as tb_state
-from meshlab.testbed.flood import parse_flood
 
 
 def _arm(dataplane: str) -> str:

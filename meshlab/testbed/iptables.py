@@ -8,18 +8,15 @@ nothing.
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
+from meshlab.core.flood import parse_flood
 from meshlab.ebpf.capture import raw_table
 from meshlab.errors import MeshlabError
 from meshlab.testbed import rules
-from meshlab.testbed.flood import parse_flood
 
 # iptables-save prints statistic probabilities from a 32-bit fixed point (0.02000000002 for
 # kube-proxy's 0.0200000000): compare them at a precision both sides agree on.
@@ -117,38 +114,23 @@ def _services(spec: str) -> list[rules.Service]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m meshlab.testbed.iptables")
-    parser.add_argument("--netns", required=True)
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--istio", metavar="ARM", help="Istio capture for this dataplane arm")
-    what.add_argument("--kube-proxy-nat", metavar="FLOOD", help="PODSxSERVICES or off")
-    what.add_argument("--kube-proxy-filter", action="store_true")
-    parser.add_argument("--services", default="", help="name=vip:port>endpoint:port,...")
-    parser.add_argument("--mesh-ips", default="", help="meshed pod IPs on this host (eBPF arms)")
-    args = parser.parse_args(argv)
-    try:
-        if args.istio:
-            # The arm's nat capture, and the raw table the eBPF arms need (empty otherwise).
-            nat = apply(args.netns, rules.istio_capture(args.istio))
-            mesh_ips = [ip for ip in args.mesh_ips.split(",") if ip]
-            raw = apply(args.netns, raw_table(args.istio, mesh_ips or None))
-            print(json.dumps({**nat, "changed": nat["changed"] or raw["changed"], "raw": raw}))
-            return 0
-        if args.kube_proxy_filter:
-            text = rules.kube_proxy_filter()
-        else:
-            flood = parse_flood(args.kube_proxy_nat)
-            text = rules.kube_proxy_nat(_services(args.services) + rules.flood_services(flood))
-        result = apply(args.netns, text)
-        if args.kube_proxy_nat:
-            result["save_lines"] = save_line_count(args.netns)
-    except MeshlabError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(result))
-    return 0
+def apply_capture(netns: str, arm: str, mesh_ips: list[str]) -> dict[str, object]:
+    """The arm's nat capture in a pod namespace, and the raw table the eBPF arms need (empty
+    otherwise)."""
+    nat = apply(netns, rules.istio_capture(arm))
+    raw = apply(netns, raw_table(arm, mesh_ips or None))
+    return {**nat, "changed": nat["changed"] or raw["changed"], "raw": raw}
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def apply_kube_proxy(netns: str, flood: str, services: str) -> dict[str, object]:
+    """kube-proxy's filter chains and its nat chains for `services` plus the flood, each in
+    one transaction, as its full sync writes them; with the node's resulting rule count."""
+    filter_ = apply(netns, rules.kube_proxy_filter())
+    flood_services = rules.flood_services(parse_flood(flood, field="--flood"))
+    nat = apply(netns, rules.kube_proxy_nat(_services(services) + flood_services))
+    return {
+        **nat,
+        "changed": nat["changed"] or filter_["changed"],
+        "filter": filter_,
+        "save_lines": save_line_count(netns),
+    }

@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from meshlab.testbed.flood import Flood
+from meshlab.core.flood import Flood
 
 ENVOY_UID = 1337
 OUTBOUND_PORT = 15001

@@ -109,7 +109,7 @@ def test_merbridge_is_in_the_expected_state(
         )
 
 
-def test_node_exporter_and_steal_recorder_run_on_every_vm(
+def test_node_exporter_runs_on_every_vm(
     groups: dict[str, list[str]], host_of: Callable[[str], Any]
 ) -> None:
     for name in groups["k8s_cluster"] + groups["monitoring"]:
@@ -117,10 +117,6 @@ def test_node_exporter_and_steal_recorder_run_on_every_vm(
         assert host.service("prometheus-node-exporter").is_running, name
         metrics = host.check_output("curl -s -m 5 http://127.0.0.1:9100/metrics")
         assert 'node_cpu_seconds_total{cpu="0",mode="steal"}' in metrics, name
-        assert host.service("meshlab-steal-recorder").is_running, name
-        last = json.loads(host.check_output("sudo -n tail -n 1 /var/lib/meshlab/proc-stat.jsonl"))
-        assert time.time() - last["t"] < 10, f"{name}: recorder stale"
-        assert last["host"] == name and "steal" in last["cpus"]["cpu0"]
 
 
 def test_measured_nodes_run_the_static_cpu_manager(

@@ -153,7 +153,7 @@ class Load:
 
     def __init__(self, rate: int, seconds: int, mode: str, out: Path) -> None:
         from meshlab.experiment.load import script
-        from meshlab.experiment.spec import LoadPoint
+        from meshlab.record.spec import LoadPoint
 
         tb = tb_state.load()
         lp = LoadPoint(name="t", rate=rate, duration_s=seconds, warmup_s=0, connection_mode=mode)

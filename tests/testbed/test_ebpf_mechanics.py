@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from devlab import DevLab, cgroup2_root, envoy_stat, sh, start_envoy, wait_for
 
 from meshlab.ebpf import capture, dataplane, features
-from meshlab.ebpf.devlab import DevLab, cgroup2_root, envoy_stat, sh, start_envoy, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -606,8 +606,8 @@ def test_attach_refuses_the_root_cgroup(scratch: Scratch) -> None:
 
 
 def test_cli_attach_status_detach(scratch: Scratch, arm) -> None:
-    base = [sys.executable, "-m", "meshlab.ebpf"]
-    pods = [a for pod in PODS for a in ("--pod", pod, IPS[pod], str(scratch.cgroup(pod)))]
+    base = [sys.executable, "-m", "meshlab", "ebpf"]
+    pods = [f"--pod={pod}={IPS[pod]}={scratch.cgroup(pod)}" for pod in PODS]
     pin = ["--pin-root", str(PIN_ROOT)]
     out = sh(*base, "attach", "--mode", "ebpf-connect", *pods, *pin, "--json")
     assert json.loads(out.stdout)["mode"] == "ebpf-connect"
@@ -615,9 +615,7 @@ def test_cli_attach_status_detach(scratch: Scratch, arm) -> None:
     assert set(json.loads(out.stdout)["modes"].values()) == {"ebpf-connect"}
     out = sh(*base, "detach", *pin, "--cgroup-root", str(CG_ROOT), "--json")
     assert json.loads(out.stdout)["unpinned"] is True
-    bad = sh(
-        *base, "attach", "--mode", "ebpf", "--pod", "x", "10.1", str(CG_ROOT), *pin, check=False
-    )
+    bad = sh(*base, "attach", "--mode", "ebpf", f"--pod=x=10.1={CG_ROOT}", *pin, check=False)
     assert bad.returncode == 2
     assert bad.stderr.startswith("meshlab: error:")
 

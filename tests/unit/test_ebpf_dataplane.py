@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from meshlab.ebpf import __main__ as cli
+from meshlab.cli import app, ebpf_cmds
 from meshlab.ebpf import build, dataplane
 from meshlab.errors import MeshlabError
 
@@ -82,20 +83,16 @@ def test_clang_flags() -> None:
 
 
 def test_cli_parses_pods() -> None:
-    pods = ["--pod", "client", "198.18.1.10", "/cg/client"]
-    pods += ["--pod", "server", "198.18.1.20", "/cg/server"]
-    args = cli._parser().parse_args(["attach", "--mode", "ebpf-connect", *pods, "--json"])
-    assert args.mode == "ebpf-connect"
-    assert args.pod == [
-        ["client", "198.18.1.10", "/cg/client"],
-        ["server", "198.18.1.20", "/cg/server"],
-    ]
-    assert args.pin_root == dataplane.DEFAULT_PIN_ROOT
+    pods = ebpf_cmds._pods(["client=198.18.1.10=/cg/client", "server=198.18.1.20=/cg/a=b"], 3, "F")
+    assert pods == [["client", "198.18.1.10", "/cg/client"], ["server", "198.18.1.20", "/cg/a=b"]]
+    with pytest.raises(MeshlabError, match="--pod 'client=/cg': expected NAME=IP=CGROUP"):
+        ebpf_cmds._pods(["client=/cg"], 3, "NAME=IP=CGROUP")
 
 
-def test_cli_error_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["attach", "--mode", "ebpf", "--pod", "x", "not-an-ip", "/cg/x"])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("meshlab: error: eBPF attach: pod 'x': not an IPv4")
-    assert err.count("\n") == 1
+def test_cli_error_is_one_line_and_exit_2() -> None:
+    result = CliRunner().invoke(
+        app, ["ebpf", "attach", "--mode", "ebpf", "--pod", "x=not-an-ip=/cg/x"]
+    )
+    assert result.exit_code == 2
+    assert result.output.startswith("meshlab: error: eBPF attach: pod 'x': not an IPv4")
+    assert result.output.count("\n") == 1

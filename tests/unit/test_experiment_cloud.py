@@ -10,9 +10,13 @@ from typing import Any
 
 import pytest
 import trial_fixtures as tf
+from typer.testing import CliRunner
 
 from meshlab.errors import MeshlabError
-from meshlab.experiment import engine, provenance, spec, store
+from meshlab.cli import app
+from meshlab.experiment import engine, provenance
+from meshlab.record import spec, store
+from meshlab.record.format import PlanEntry
 from meshlab.experiment.judge import Evidence, judge
 from meshlab.experiment.trialdir import TrialSlot
 
@@ -105,9 +109,7 @@ def _fetch(
 def _prepared(tmp_path: Path, **fetch: Any) -> tuple[Path, dict[str, Any], Any]:
     run_dir = _run(tmp_path)
     prep = engine.prepare(run_dir, 0, "http://10.96.0.20:80/get")
-    manifest = store.load_manifest(run_dir)
-    exp = spec.Experiment.model_validate(manifest["experiment"])
-    lp = exp.load_points[0]
+    lp = store.load_manifest(run_dir).experiment.load_points[0]
     _fetch(Path(prep["raw_dir"]), lp, **fetch)
     return run_dir, prep, lp
 
@@ -120,7 +122,7 @@ def _netns_trial(tmp_path: Path) -> dict[str, Any]:
     tdir.mkdir()
     tf.write_k6(tdir, rate=lp.rate, duration_s=lp.duration_s)
     seconds = lp.warmup_s + lp.duration_s + 2
-    entry = {"index": 0, "round": 1, "arm": "iptables", "load_point": lp.name, "flood": "off"}
+    entry = PlanEntry(index=0, round=1, arm="iptables", load_point=lp.name, flood="off")
     evidence = Evidence(
         started_at=store.now_iso(),
         ended_at=store.now_iso(),
@@ -134,7 +136,8 @@ def _netns_trial(tmp_path: Path) -> dict[str, Any]:
         pinning=exp.pinning.model_dump(),
         pods={"client": "client", "server": "server"},
     )
-    return judge(exp, lp, TrialSlot({**entry, "pair": 1}, 1, "000-iptables-r01", tdir), evidence)
+    judge(exp, lp, TrialSlot(entry, 1, "000-iptables-r01", tdir), evidence)
+    return json.loads((tdir / "trial.json").read_text())
 
 
 def _shape(doc: Any) -> Any:
@@ -149,10 +152,10 @@ def _shape(doc: Any) -> Any:
 
 def test_init_on_k8s_records_the_cloud_testbed(tmp_path: Path) -> None:
     manifest = store.load_manifest(_run(tmp_path))
-    assert manifest["host"]["testbed"] == "k8s"
-    assert manifest["inventory"]["groups"] == {"loadtest": ["lt1"]}
-    assert manifest["versions"]["k6"] == "1.1.0" and manifest["versions"]["istio"] == "1.29.2"
-    assert "static CPU manager" in manifest["pinning"]
+    assert manifest.testbed == "k8s"
+    assert manifest.inventory["groups"] == {"loadtest": ["lt1"]}
+    assert manifest.versions["k6"] == "1.1.0" and manifest.versions["istio"] == "1.29.2"
+    assert "static CPU manager" in manifest.pinning
 
 
 @pytest.mark.parametrize(
@@ -188,14 +191,14 @@ def test_a_run_resumes_only_on_the_testbed_it_started_on(tmp_path: Path) -> None
 
 def test_prepare_writes_load_js_and_says_how_to_run_k6(tmp_path: Path) -> None:
     run_dir = _run(tmp_path)
-    plan = store.load_manifest(run_dir)["plan"]
+    plan = store.load_manifest(run_dir).plan
     prep = engine.prepare(run_dir, 1, "http://10.96.0.20:80/get")
-    assert prep["trial_id"] == f"001-{plan[1]['arm']}-r01"
+    assert prep["trial_id"] == f"001-{plan[1].arm}-r01"
     assert Path(prep["dir"]) == (run_dir / "trials" / prep["trial_id"]).resolve()
     script = Path(prep["load_js"]).read_text()
     assert '"http://10.96.0.20:80/get"' in script and '"rate": 200' in script
-    assert prep["merbridge_state"] == {"iptables": "absent", "ebpf": "present"}[plan[1]["arm"]]
-    assert prep["flood"] == {"spec": "off", "pods": 0, "services": 0}
+    assert prep["merbridge_state"] == {"iptables": "absent", "ebpf": "present"}[plan[1].arm]
+    assert prep["flood"] == {"label": "off", "pods": 0, "services": 0}
     assert prep["k6_args"][:2] == ["run", "--quiet"]
     assert "csv=k6-raw.csv.gz" in prep["k6_args"] and prep["k6_args"][-1] == "load.js"
     assert prep["k6_env"] == ["K6_CSV_TIME_FORMAT=unix_micro"]
@@ -241,7 +244,7 @@ def test_ingest_writes_the_same_trial_record_as_the_local_testbed(tmp_path: Path
     assert {(r["component"], r["host"]) for r in cg} == {
         ("k6", "lt1"), ("client_sidecar", "lt1"), ("app", "w1"), ("server_sidecar", "w1"),
     }  # fmt: skip
-    assert store.completed_trials(run_dir)[0]["trial_id"] == prep["trial_id"]
+    assert store.completed_trials(run_dir)[0].trial_id == prep["trial_id"]
 
 
 def test_a_steal_spike_on_a_sidecar_node_rejects_and_requeues(tmp_path: Path) -> None:
@@ -251,8 +254,8 @@ def test_a_steal_spike_on_a_sidecar_node_rejects_and_requeues(tmp_path: Path) ->
     assert trial["status"] == "rejected"
     assert "steal_max_percent 60.0 exceeds 50.0" in trial["reasons"], trial
     manifest = store.load_manifest(run_dir)
-    assert manifest["plan"][-1]["requeue_of"] == 0  # re-queued
-    assert manifest["rejections"][0]["trial_id"] == prep["trial_id"]
+    assert manifest.plan[-1].requeue_of == 0  # re-queued
+    assert manifest.rejections[0].trial_id == prep["trial_id"]
 
 
 def test_a_steal_spike_on_a_node_without_trial_containers_does_not_count(tmp_path: Path) -> None:
@@ -313,15 +316,19 @@ def test_ingest_refuses_to_judge_twice_or_without_prepare(tmp_path: Path) -> Non
         engine.ingest(run_dir, 0, Path(prep["raw_dir"]))
 
 
-def test_cli_prepare_and_ingest_print_json(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_prepare_and_ingest_print_json(tmp_path: Path) -> None:
     run_dir = _run(tmp_path)
-    assert engine.main(["prepare", str(run_dir), "--index", "0", "--target-url", "http://s"]) == 0
-    prep = json.loads(capsys.readouterr().out)
+    cli = CliRunner()
+    done = cli.invoke(
+        app, ["engine", "prepare", str(run_dir), "--index", "0", "--target-url", "http://s"]
+    )
+    assert done.exit_code == 0, done.output
+    prep = json.loads(done.output)
     lp = spec.load(SMOKE).load_points[0]
     _fetch(Path(prep["raw_dir"]), lp)
-    assert engine.main(["ingest", str(run_dir), "--index", "0", "--raw", prep["raw_dir"]]) == 0
-    assert json.loads(capsys.readouterr().out)["trials"][0]["status"] == "valid"
-    assert engine.main(["ingest", str(run_dir), "--index", "0", "--raw", prep["raw_dir"]]) == 2
-    assert "already judged" in capsys.readouterr().err
+    ingest = ["engine", "ingest", str(run_dir), "--index", "0", "--raw", prep["raw_dir"]]
+    done = cli.invoke(app, ingest)
+    assert done.exit_code == 0 and json.loads(done.output)["trials"][0]["status"] == "valid"
+    again = cli.invoke(app, ingest)
+    assert again.exit_code == 2 and again.output.startswith("meshlab: error: ")
+    assert "already judged" in again.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from meshlab.experiment import plan as planner
-from meshlab.experiment import spec
+from meshlab.record import spec
 
 BASE = {
     "id": "t",
@@ -33,47 +33,45 @@ def test_same_seed_same_plan_other_seed_other_order():
 def test_rmit_runs_each_arm_once_per_round_in_shuffled_order():
     plan = planner.make_plan(exp())
     assert len(plan) == 2 * 10 * 2 * 2
-    per_round = Counter((e["flood"], e["load_point"], e["round"], e["arm"]) for e in plan)
+    per_round = Counter((e.flood, e.load_point, e.round, e.arm) for e in plan)
     assert set(per_round.values()) == {1}
-    firsts = Counter(
-        e["arm"] for e in plan if e["index"] == 0 or plan[e["index"] - 1]["round"] != e["round"]
-    )
+    firsts = Counter(e.arm for e in plan if e.index == 0 or plan[e.index - 1].round != e.round)
     # Both arms lead some rounds (40 blocks of 2: all-one-way would be p = 2^-40).
     assert firsts["iptables"] > 5 and firsts["ebpf"] > 5
-    assert [e["index"] for e in plan] == list(range(len(plan)))
+    assert [e.index for e in plan] == list(range(len(plan)))
 
 
 def test_sequential_runs_all_of_a_then_all_of_b():
     plan = planner.make_plan(
         exp(design="sequential", flood_sizes=["off"], load_points=BASE["load_points"][:1])
     )
-    assert [e["arm"] for e in plan] == ["iptables"] * 10 + ["ebpf"] * 10
+    assert [e.arm for e in plan] == ["iptables"] * 10 + ["ebpf"] * 10
 
 
 def test_duet_puts_the_arms_on_both_pairs_at_once():
     plan = planner.make_plan(exp(design="duet"))
     for i in range(0, len(plan), 2):
         a, b = plan[i], plan[i + 1]
-        assert a["round"] == b["round"] and {a["pair"], b["pair"]} == {1, 2}
-        assert {a["arm"], b["arm"]} == {"iptables", "ebpf"}
+        assert a.round == b.round and {a.pair, b.pair} == {1, 2}
+        assert {a.arm, b.arm} == {"iptables", "ebpf"}
     # Which arm gets pair 1 is shuffled: neither pair is always the same arm.
-    assert len({e["arm"] for e in plan if e["pair"] == 1}) == 2
+    assert len({e.arm for e in plan if e.pair == 1}) == 2
 
 
 def test_requeue_appends_and_runs_at_the_end_of_its_round():
     e = exp(flood_sizes=["off"], load_points=BASE["load_points"][:1], rounds=3)
     plan = planner.make_plan(e)
-    original = [dict(x) for x in plan]
+    original = [x.model_copy() for x in plan]
     again = planner.requeue(plan, 0)
     assert plan[: len(original)] == original  # the plan only grows
-    assert again["index"] == 6 and again["requeue_of"] == 0 and again["round"] == 1
-    order = [x["index"] for x in planner.execution_order(plan, "rmit")]
+    assert again.index == 6 and again.requeue_of == 0 and again.round == 1
+    order = [x.index for x in planner.execution_order(plan, "rmit")]
     assert order == [0, 1, 6, 2, 3, 4, 5]
     third = planner.requeue(plan, 6)
-    assert third["requeue_of"] == 0
+    assert third.requeue_of == 0
     assert planner.attempt_of(plan, plan[0]) == 1
     assert planner.attempt_of(plan, again) == 2 and planner.attempt_of(plan, third) == 3
-    assert planner.trial_id(third, 3) == "007-" + third["arm"] + "-r01-a3"
+    assert planner.trial_id(third, 3) == "007-" + third.arm + "-r01-a3"
 
 
 def _pending(plan, design):
@@ -83,21 +81,21 @@ def _pending(plan, design):
 def test_a_duet_step_runs_both_pairs_together():
     plan = planner.make_plan(exp(design="duet", flood_sizes=["off"], rounds=2))
     group = planner.next_group(_pending(plan, "duet"), "duet")
-    assert [e["index"] for e in group] == [0, 1]
-    assert {e["pair"] for e in group} == {1, 2}
+    assert [e.index for e in group] == [0, 1]
+    assert {e.pair for e in group} == {1, 2}
     # Its partner done alone (e.g. after a crash between the two trial.json writes): run alone.
-    rest = [e for e in _pending(plan, "duet") if e["index"] != 0]
-    assert [e["index"] for e in planner.next_group(rest, "duet")] == [1]
+    rest = [e for e in _pending(plan, "duet") if e.index != 0]
+    assert [e.index for e in planner.next_group(rest, "duet")] == [1]
 
 
 def test_a_requeued_duet_step_pairs_requeues_with_requeues():
     plan = planner.make_plan(exp(design="duet", flood_sizes=["off"], rounds=2))
     planner.requeue(plan, 0)
     planner.requeue(plan, 1)
-    pending = [e for e in _pending(plan, "duet") if e["index"] > 1]
+    pending = [e for e in _pending(plan, "duet") if e.index > 1]
     group = planner.next_group(pending, "duet")
-    assert [e["index"] for e in group] == [n := len(plan) - 2, n + 1]
-    assert all("requeue_of" in e for e in group)
+    assert [e.index for e in group] == [n := len(plan) - 2, n + 1]
+    assert all(e.requeue_of is not None for e in group)
 
 
 def test_other_designs_run_one_trial_per_step():

@@ -9,15 +9,18 @@ from types import SimpleNamespace
 import pytest
 
 from meshlab.errors import MeshlabError
-from meshlab.experiment import measure, samplers, store
+from meshlab.analysis.synthetic import SyntheticSpec, write_run
+from meshlab.core import atomic, procstat
+from meshlab.experiment import measure, samplers
+from meshlab.record import store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "proc"
 
 
 def test_atomic_write_replaces_whole_and_leaves_no_temp(tmp_path):
     target = tmp_path / "d" / "trial.json"
-    store.atomic_write_json(target, {"a": 1})
-    store.atomic_write_json(target, {"a": 2})
+    atomic.write_json(target, {"a": 1})
+    atomic.write_json(target, {"a": 2})
     assert json.loads(target.read_text()) == {"a": 2}
     assert [p.name for p in target.parent.iterdir()] == ["trial.json"]
     assert target.stat().st_mode & 0o777 == 0o644
@@ -25,24 +28,22 @@ def test_atomic_write_replaces_whole_and_leaves_no_temp(tmp_path):
 
 def test_a_failed_write_keeps_the_old_file(tmp_path):
     target = tmp_path / "manifest.json"
-    store.atomic_write_json(target, {"ok": True})
+    atomic.write_json(target, {"ok": True})
     with pytest.raises(TypeError):
-        store.atomic_write_json(target, {"bad": object()})
+        atomic.write_json(target, {"bad": object()})
     assert json.loads(target.read_text()) == {"ok": True}
     assert len(list(tmp_path.iterdir())) == 1
 
 
 def test_resume_bookkeeping(tmp_path):
-    run = tmp_path / "run"
-    for name, finished in (("000-a-r01", True), ("001-b-r01", False), ("002-b-r01", True)):
-        d = store.trial_dir(run, name)
-        d.mkdir(parents=True)
-        (d / "k6-raw.csv.gz").write_bytes(b"x")
-        if finished:
-            store.atomic_write_json(d / "trial.json", {"plan_index": int(name[:3])})
-    assert sorted(store.completed_trials(run)) == [0, 2]
-    assert store.discard_unfinished(run) == ["001-b-r01"]
-    assert sorted(p.name for p in (run / "trials").iterdir()) == ["000-a-r01", "002-b-r01"]
+    run = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
+    dirs = sorted((run / "trials").iterdir())
+    (dirs[1] / "trial.json").unlink()  # interrupted while this trial ran
+    assert sorted(store.completed_trials(run)) == [0, 2, 3]
+    assert store.discard_unfinished(run) == [dirs[1].name]
+    assert sorted(p.name for p in (run / "trials").iterdir()) == [
+        d.name for d in dirs if d != dirs[1]
+    ]
 
 
 def test_manifest_errors_name_the_path(tmp_path):
@@ -56,16 +57,16 @@ def test_manifest_errors_name_the_path(tmp_path):
 
 
 def test_proc_stat_parsing_keeps_every_cpu_and_steal():
-    stat = samplers.parse_proc_stat((FIXTURES / "stat-a.txt").read_text())
+    stat = procstat.parse_proc_stat((FIXTURES / "stat-a.txt").read_text())
     assert set(stat) == {"cpu", "cpu0", "cpu1"}
     assert stat["cpu1"]["steal"] == 15 and stat["cpu0"]["idle"] == 3900
-    short = samplers.parse_proc_stat("cpu0 1 2 3 4\n")  # old kernels print fewer columns
+    short = procstat.parse_proc_stat("cpu0 1 2 3 4\n")  # old kernels print fewer columns
     assert short["cpu0"]["steal"] == 0
 
 
 def test_steal_and_busy_percent_between_two_samples():
-    a = samplers.parse_proc_stat((FIXTURES / "stat-a.txt").read_text())
-    b = samplers.parse_proc_stat((FIXTURES / "stat-b.txt").read_text())
+    a = procstat.parse_proc_stat((FIXTURES / "stat-a.txt").read_text())
+    b = procstat.parse_proc_stat((FIXTURES / "stat-b.txt").read_text())
     # cpu1: busy 20+0+20+0+5+10 = 55 ticks, idle 75 -> total 130; steal 10/130.
     assert samplers.steal_percent(a["cpu1"], b["cpu1"]) == pytest.approx(100 * 10 / 130)
     assert samplers.busy_percent(a["cpu1"], b["cpu1"]) == pytest.approx(100 * 55 / 130)
@@ -73,7 +74,7 @@ def test_steal_and_busy_percent_between_two_samples():
 
 
 def test_cgroup_cpu_stat_parsing():
-    cpu = samplers.parse_cpu_stat((FIXTURES / "cpu.stat").read_text())
+    cpu = procstat.parse_cpu_stat((FIXTURES / "cpu.stat").read_text())
     assert (cpu["usage_usec"], cpu["user_usec"], cpu["system_usec"]) == (
         2_500_000,
         1_500_000,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from meshlab.core.flood import Flood, parse_flood
 from meshlab.errors import MeshlabError
 from meshlab.testbed import rules
-from meshlab.testbed.flood import Flood, parse_flood
 from meshlab.testbed.iptables import _services, parse
 
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from meshlab.experiment.samplers import PROC_STAT_FIELDS
+from meshlab.core.procstat import FIELDS as PROC_STAT_FIELDS
 
 K6_HEADER = (
     "metric_name,timestamp,metric_value,check,error,error_code,expected_response,group,method,"

@@ -25,46 +25,16 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-FIELDS = (
-    "user",
-    "nice",
-    "system",
-    "idle",
-    "iowait",
-    "irq",
-    "softirq",
-    "steal",
-    "guest",
-    "guest_nice",
-)
-CGROUP_KEYS = ("usage_usec", "user_usec", "system_usec")
-
-
-def parse_proc_stat(text: str) -> dict[str, dict[str, int]]:
-    cpus: dict[str, dict[str, int]] = {}
-    for line in text.splitlines():
-        if not line.startswith("cpu"):
-            continue
-        name, *values = line.split()
-        numbers = [int(v) for v in values[: len(FIELDS)]]
-        numbers += [0] * (len(FIELDS) - len(numbers))
-        cpus[name] = dict(zip(FIELDS, numbers, strict=True))
-    return cpus
-
-
-def parse_cpu_stat(text: str) -> dict[str, int]:
-    out = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if value.strip().isdigit():
-            out[key] = int(value)
-    return out
-
+# procstat.py is meshlab/core/procstat.py, installed beside this script by the trial_agent role:
+# the node samples with the very code the local testbed samples with.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import procstat  # noqa: E402
 
 def parse_components(specs: list[str]) -> dict[str, tuple[str, str]]:
     out = {}
@@ -140,16 +110,14 @@ def sample_lines(
     t: float, host: str, stat_text: str, containers: list[dict[str, Any]], read: Callable
 ) -> tuple[str, list[str]]:
     """One proc-stat line and the cgroup-cpu lines of the containers still there."""
-    stat = json.dumps({"t": round(t, 6), "host": host, "cpus": parse_proc_stat(stat_text)})
+    stat = procstat.stat_row(t, host, stat_text, procstat.read_task_time())
     lines = []
     for c in containers:
         try:
-            cpu = parse_cpu_stat(read(Path(c["cgroup"], "cpu.stat")))
+            text = read(Path(c["cgroup"], "cpu.stat"))
         except OSError:
             continue  # the container went away: its samples stop (the engine notices)
-        row = {"t": round(t, 6), "host": host, "component": c["component"]}
-        row.update({k: cpu.get(k, 0) for k in CGROUP_KEYS})
-        lines.append(json.dumps(row))
+        lines.append(procstat.cgroup_row(t, host, c["component"], text))
     return stat, lines
 
 

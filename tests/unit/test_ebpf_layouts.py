@@ -1,4 +1,4 @@
-"""meshlab/ebpf/keys.py: byte layouts shared with bpf/headers/meshlab.h, and drift checks
+"""meshlab/ebpf/layouts.py: byte layouts shared with bpf/headers/meshlab.h, and drift checks
 between the C sources and the Python tables that name their maps, programs and counters."""
 
 from __future__ import annotations
@@ -10,53 +10,53 @@ from pathlib import Path
 
 import pytest
 
-from meshlab.ebpf import dataplane, keys
+from meshlab.ebpf import dataplane, layouts
 
 BPF = Path(__file__).resolve().parents[2] / "bpf"
 LE = sys.byteorder == "little"
 
 
 def test_ip_is_network_order() -> None:
-    assert keys.ip4("198.18.1.20") == bytes([198, 18, 1, 20])
-    assert keys.ip4_str(bytes([127, 0, 0, 6])) == "127.0.0.6"
+    assert layouts.ip4("198.18.1.20") == bytes([198, 18, 1, 20])
+    assert layouts.ip4_str(bytes([127, 0, 0, 6])) == "127.0.0.6"
 
 
 @pytest.mark.parametrize("bad", ["", "198.18.1", "::1", "198.18.1.300", "pod"])
 def test_ip_rejects_non_ipv4(bad: str) -> None:
     with pytest.raises(ValueError, match="IPv4"):
-        keys.ip4(bad)
+        layouts.ip4(bad)
 
 
 def test_pair_layout_is_ips_then_host_order_ports() -> None:
-    pair = keys.Pair("198.18.1.10", "127.0.0.1", 40000, 15001)
+    pair = layouts.Pair("198.18.1.10", "127.0.0.1", 40000, 15001)
     raw = pair.encode()
-    assert len(raw) == keys.Pair.SIZE == 12
+    assert len(raw) == layouts.Pair.SIZE == 12
     assert raw[:8] == bytes([198, 18, 1, 10, 127, 0, 0, 1])
     assert raw[8:] == struct.pack("=HH", 40000, 15001)  # host order, as the programs store
     if LE:
         assert raw[10:12] == bytes([0x99, 0x3A])  # 15001 little-endian
-    assert keys.Pair.decode(raw) == pair
+    assert layouts.Pair.decode(raw) == pair
 
 
 def test_reversed_pair_is_the_peer_key() -> None:
-    pair = keys.Pair("198.18.1.10", "198.18.1.20", 40000, 15006)
-    assert pair.reversed() == keys.Pair("198.18.1.20", "198.18.1.10", 15006, 40000)
+    pair = layouts.Pair("198.18.1.10", "198.18.1.20", 40000, 15006)
+    assert pair.reversed() == layouts.Pair("198.18.1.20", "198.18.1.10", 15006, 40000)
     assert pair.reversed().reversed() == pair
 
 
 def test_origin_roundtrip_and_size() -> None:
-    origin = keys.Origin("198.19.0.1", 80, keys.ORIGIN_OUTBOUND)
+    origin = layouts.Origin("198.19.0.1", 80, layouts.ORIGIN_OUTBOUND)
     raw = origin.encode()
-    assert len(raw) == keys.Origin.SIZE == 8
-    assert keys.Origin.decode(raw) == origin
+    assert len(raw) == layouts.Origin.SIZE == 8
+    assert layouts.Origin.decode(raw) == origin
     with pytest.raises(ValueError, match="8 bytes"):
-        keys.Origin.decode(raw[:6])
+        layouts.Origin.decode(raw[:6])
 
 
 def test_percpu_sum_adds_every_cpu_slot() -> None:
-    raw = b"".join(keys.u64(n) for n in (1, 0, 40, 1))
-    assert keys.percpu_sum(raw) == 42
-    assert keys.percpu_sum(b"") == 0
+    raw = b"".join(layouts.u64(n) for n in (1, 0, 40, 1))
+    assert layouts.percpu_sum(raw) == 42
+    assert layouts.percpu_sum(b"") == 0
 
 
 # --- drift between C and Python --------------------------------------------------------------
@@ -70,7 +70,7 @@ def test_counter_names_match_the_enum() -> None:
     enum = re.search(r"enum ml_stat \{(.*?)\};", _c("headers/meshlab.h"), re.S).group(1)
     slots = re.findall(r"ML_STAT_(\w+)", enum)
     assert slots[-1] == "MAX"
-    assert [s.lower() for s in slots[:-1]] == list(keys.STAT_NAMES)
+    assert [s.lower() for s in slots[:-1]] == list(layouts.STAT_NAMES)
 
 
 def test_struct_layouts_match_the_header() -> None:
@@ -85,9 +85,11 @@ def test_struct_layouts_match_the_header() -> None:
     origin = re.search(r"struct ml_origin \{(.*?)\};", header, re.S).group(1)
     assert re.findall(r"__u(\d+) (\w+);", origin) == [("32", "ip"), ("16", "port"), ("16", "flags")]
     assert re.search(r"#define ML_ORIGIN_OUTBOUND (\d+)", header).group(1) == str(
-        keys.ORIGIN_OUTBOUND
+        layouts.ORIGIN_OUTBOUND
     )
-    assert re.search(r"#define ML_ORIGIN_BYPASS (\d+)", header).group(1) == str(keys.ORIGIN_BYPASS)
+    assert re.search(r"#define ML_ORIGIN_BYPASS (\d+)", header).group(1) == str(
+        layouts.ORIGIN_BYPASS
+    )
 
 
 def test_loader_knows_every_map_the_programs_declare() -> None:

@@ -11,13 +11,35 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from meshlab.core.arms import Dataplane
+from meshlab.core.flood import OFF, Flood, parse_flood
 from meshlab.errors import MeshlabError
-from meshlab.testbed.flood import parse_flood
 
-Dataplane = Literal["iptables", "ebpf", "ebpf-connect"]
 CpuList = Annotated[str, Field(pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$")]
+
+
+def _flood(value: Any) -> Flood:
+    if value is False:  # YAML 1.1 reads a bare `off` as false
+        return OFF
+    try:
+        return parse_flood(value, field=None)
+    except MeshlabError as err:
+        raise ValueError(str(err)) from None
+
+
+# A flood size: typed in Python, its label (`off`, `50x500`) in JSON and YAML.
+FloodSize = Annotated[Flood, BeforeValidator(_flood), PlainSerializer(str, return_type=str)]
 
 
 class _Strict(BaseModel):
@@ -75,7 +97,7 @@ class Experiment(_Strict):
     description: str
     arms: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")], Arm]
     load_points: Annotated[list[LoadPoint], Field(min_length=1)]
-    flood_sizes: Annotated[list[str], Field(min_length=1)] = ["off"]
+    flood_sizes: Annotated[list[FloodSize], Field(min_length=1)] = [OFF]
     rounds: Annotated[int, Field(ge=1, le=1000)]
     design: Literal["rmit", "duet", "sequential"] = "rmit"
     seed: int
@@ -89,17 +111,6 @@ class Experiment(_Strict):
         if len(arms) < 2:
             raise ValueError("needs at least 2 arms to compare (the first is the baseline)")
         return arms
-
-    @field_validator("flood_sizes")
-    @classmethod
-    def _flood_sizes(cls, sizes: list[str]) -> list[str]:
-        out = []
-        for i, size in enumerate(sizes):
-            try:
-                out.append(str(parse_flood(str(size), field=f"flood_sizes[{i}]")))
-            except MeshlabError as err:
-                raise ValueError(str(err)) from None
-        return out
 
     @model_validator(mode="after")
     def _design_fits(self) -> Experiment:
@@ -122,14 +133,14 @@ class Experiment(_Strict):
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
+def field_path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
 
 
-def _message(err: dict[str, Any]) -> str:
+def error_message(err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         return "unknown key (not part of the experiment schema)"
     if err["type"] == "missing":
@@ -147,7 +158,7 @@ def parse(data: Any, source: str) -> Experiment:
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise MeshlabError(
-            f"{source}: {_field_path(first['loc'])}: {_message(first)}{more}"
+            f"{source}: {field_path(first['loc'])}: {error_message(first)}{more}"
         ) from None
 
 

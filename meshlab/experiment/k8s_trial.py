@@ -25,15 +25,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from meshlab.core import atomic
+from meshlab.core.arms import CLOUD_DATAPLANES
+from meshlab.core.procstat import read_jsonl
 from meshlab.errors import MeshlabError
-from meshlab.experiment import load, store
-from meshlab.experiment.judge import Evidence, flood_numbers, judge
-from meshlab.experiment.samplers import read_jsonl
-from meshlab.experiment.spec import Experiment
+from meshlab.experiment import load
+from meshlab.experiment.judge import Evidence, judge
 from meshlab.experiment.trialdir import (
     TrialSlot,
     load_point,
@@ -42,10 +42,12 @@ from meshlab.experiment.trialdir import (
     with_path,
     write_load_script,
 )
+from meshlab.record import store
+from meshlab.record.format import COMPONENTS, Manifest, PlanEntry, TrialRecord
+from meshlab.record.spec import Experiment
 
 # The arm switch on the cluster: the merbridge role's state per dataplane.
-MERBRIDGE_STATE = {"iptables": "absent", "ebpf": "present"}
-COMPONENTS = ("client_sidecar", "server_sidecar", "app", "k6")
+MERBRIDGE_STATE = dict(zip(CLOUD_DATAPLANES, ("absent", "present"), strict=True))
 K6_FILES = ("k6-raw.csv.gz", "k6-summary.json")
 RAW_DIR_NAME = ".raw"
 
@@ -58,7 +60,7 @@ def check_fits(exp: Experiment, source: str) -> None:
             "has room for one pinned k6 + sidecar pair (4 vCPU, CPU 0 reserved); use rmit"
         )
     for name, arm in exp.arms.items():
-        if arm.dataplane not in MERBRIDGE_STATE:
+        if arm.dataplane not in CLOUD_DATAPLANES:
             raise MeshlabError(
                 f"{source}: arms.{name}.dataplane: {arm.dataplane} exists only on the local "
                 f"testbed; the cloud testbed runs {', '.join(MERBRIDGE_STATE)} (Merbridge absent "
@@ -73,33 +75,25 @@ def check_fits(exp: Experiment, source: str) -> None:
             )
 
 
-def _entry(manifest: dict[str, Any], index: int) -> dict[str, Any]:
-    plan = manifest["plan"]
-    if not 0 <= index < len(plan):
-        raise MeshlabError(f"--index {index}: the plan has entries 0..{len(plan) - 1}")
-    return plan[index]
-
-
-def prepare(run_dir: Path, manifest: dict[str, Any], index: int, target_url: str) -> dict[str, Any]:
+def prepare(run_dir: Path, manifest: Manifest, entry: PlanEntry, target_url: str) -> dict[str, Any]:
     """Create the trial dir and its load.js; say what the playbook needs to run k6."""
-    exp = Experiment.model_validate(manifest["experiment"])
-    entry = _entry(manifest, index)
-    lp = load_point(exp, entry["load_point"])
+    exp = manifest.experiment
+    lp = load_point(exp, entry.load_point)
     url = with_path(target_url, lp.path)
-    slot = open_trial(run_dir, manifest["plan"], entry)
+    slot = open_trial(run_dir, manifest.plan, entry)
     script = write_load_script(slot, lp, url)
-    dataplane = exp.arms[entry["arm"]].dataplane
+    dataplane = exp.arms[entry.arm].dataplane
     return {
-        "index": index,
+        "index": entry.index,
         "trial_id": slot.id,
         "dir": str(slot.dir.resolve()),
         "raw_dir": str((slot.dir / RAW_DIR_NAME).resolve()),
         "load_js": str(script.resolve()),
         "url": url,
-        "arm": entry["arm"],
+        "arm": entry.arm,
         "dataplane": dataplane,
         "merbridge_state": MERBRIDGE_STATE.get(dataplane),
-        "flood": flood_numbers(entry["flood"]),
+        "flood": entry.flood.as_dict(),
         # Paths relative to the node's trial directory (the node agent runs k6 there).
         "k6_args": load.run_args(K6_FILES[0], K6_FILES[1], "load.js"),
         "k6_env": [f"{k}={v}" for k, v in load.K6_ENV.items()],
@@ -120,12 +114,6 @@ def _read_json(path: Path, problems: list[str], what: str) -> Any:
 
 def _per_host(raw: Path, suffix: str) -> dict[str, Path]:
     return {p.name.removesuffix(suffix): p for p in sorted(raw.glob(f"*{suffix}"))}
-
-
-def _iso(unix: float | None) -> str | None:
-    if unix is None:
-        return None
-    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _k6_run(raw: Path, problems: list[str]) -> dict[str, Any]:
@@ -192,14 +180,13 @@ def _place_k6_files(raw: Path, slot: TrialSlot, problems: list[str]) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def ingest(run_dir: Path, manifest: dict[str, Any], index: int, raw: Path) -> dict[str, Any]:
-    """Judge plan entry `index` from the fetched files in `raw`; write the trial dir as the
-    local testbed does, trial.json last. Missing or broken inputs reject the trial, naming what
-    was missing; they never raise."""
-    exp = Experiment.model_validate(manifest["experiment"])
-    entry = _entry(manifest, index)
-    lp = load_point(exp, entry["load_point"])
-    slot = slot_of(run_dir, manifest["plan"], entry)
+def ingest(run_dir: Path, manifest: Manifest, entry: PlanEntry, raw: Path) -> TrialRecord:
+    """Judge `entry` from the fetched files in `raw`; write the trial dir as the local testbed
+    does, trial.json last. Missing or broken inputs reject the trial, naming what was missing;
+    they never raise."""
+    exp = manifest.experiment
+    lp = load_point(exp, entry.load_point)
+    slot = slot_of(run_dir, manifest.plan, entry)
     if not slot.dir.is_dir():
         raise MeshlabError(f"{slot.dir}: no such trial directory (run `prepare` first)")
     if (slot.dir / "trial.json").exists():
@@ -242,15 +229,15 @@ def ingest(run_dir: Path, manifest: dict[str, Any], index: int, raw: Path) -> di
     stat_rows = [r for h in measured for r in stat_all.get(h, [])]
 
     # The raw sample files, complete, then trial.json (judge) last.
-    store.atomic_write_jsonl(slot.dir / "proc-stat.jsonl", stat_rows)
-    store.atomic_write_jsonl(slot.dir / "cgroup-cpu.jsonl", cg_rows)
-    store.atomic_write_bytes(slot.dir / "k6-output.txt", k6_output.encode())
+    atomic.write_jsonl(slot.dir / "proc-stat.jsonl", stat_rows)
+    atomic.write_jsonl(slot.dir / "cgroup-cpu.jsonl", cg_rows)
+    atomic.write_bytes(slot.dir / "k6-output.txt", k6_output.encode())
     if raw.resolve().parent == slot.dir.resolve():
         shutil.rmtree(raw)  # the fetch staging area inside the trial dir is scratch
 
     evidence = Evidence(
-        started_at=_iso(started) or store.now_iso(),
-        ended_at=_iso(ended) or store.now_iso(),
+        started_at=store.iso_of(started),
+        ended_at=store.iso_of(ended),
         window=window,
         settle=settled,
         stat_rows=stat_rows,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from meshlab import ansible
 from meshlab.experiment.load import script
-from meshlab.experiment.spec import LoadPoint
+from meshlab.record.spec import LoadPoint
 from meshlab.testbed import commands
 from meshlab.testbed import state as tb_state
 
@@ -86,7 +86,3 @@ def main() -> int:
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:<60} {note}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

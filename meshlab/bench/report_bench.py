@@ -1,6 +1,6 @@
 """Benchmark: time `meshlab report` on a synthetic 50-round run with 1,000,000 latency samples.
 
-    python -m meshlab.bench.report [--rounds 50] [--samples 1000000] [--keep DIR]
+    make bench-report   (= meshlab bench report [--rounds 50] [--samples 1000000] [--keep DIR])
 
 The run has 2 arms x 50 rounds = 100 trials, each with a k6-raw.csv.gz in k6's real row
 layout (13 metric rows per request, plus the warm-up scenario), per-second proc-stat and
@@ -9,7 +9,6 @@ cgroup samples and two rejected-and-requeued trials. Goal: build() ≤ 30 s.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 import time
@@ -21,19 +20,13 @@ from meshlab.analysis.synthetic import SyntheticSpec, write_run
 GOAL_S = 30.0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=50)
-    ap.add_argument("--samples", type=int, default=1_000_000, help="latency samples in total")
-    ap.add_argument("--keep", type=Path, help="write the run here and keep it")
-    args = ap.parse_args(argv)
-
-    root = args.keep or Path(tempfile.mkdtemp(prefix="meshlab-bench-"))
+def main(rounds: int = 50, samples: int = 1_000_000, keep: Path | None = None) -> int:
+    root = keep or Path(tempfile.mkdtemp(prefix="meshlab-bench-"))
     arms = ("iptables", "ebpf")
-    per_trial = args.samples // (args.rounds * len(arms))
+    per_trial = samples // (rounds * len(arms))
     spec = SyntheticSpec(
         seed=2026,
-        rounds=args.rounds,
+        rounds=rounds,
         arms=arms,
         samples_per_trial=per_trial,
         k6_rows="full",
@@ -49,18 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         build_s = time.perf_counter() - t
         html_mb = out.stat().st_size / 1e6
     finally:
-        if args.keep is None:
+        if keep is None:
             shutil.rmtree(root, ignore_errors=True)
     print(
-        f"run: {args.rounds} rounds x {len(arms)} arms, {per_trial:,} samples/trial "
-        f"({per_trial * args.rounds * len(arms):,} total), raw k6 {raw_mb:.0f} MB gzip; "
+        f"run: {rounds} rounds x {len(arms)} arms, {per_trial:,} samples/trial "
+        f"({per_trial * rounds * len(arms):,} total), raw k6 {raw_mb:.0f} MB gzip; "
         f"generated in {gen_s:.1f} s"
     )
     print(f"build(): {build_s:.1f} s (goal ≤ {GOAL_S:.0f} s) — report.html {html_mb:.1f} MB")
-    if args.keep:
+    if keep:
         print(f"report: {out}")
     return 0 if build_s <= GOAL_S else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -20,13 +20,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from infra import outputs as keys
 from meshlab.errors import MeshlabError
+from meshlab.paths import REPO as REPO_ROOT
 
 T = TypeVar("T")
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# Stack output keys (infra/outputs.py; meshlab does not import infra, which pulumi runs by path).
-OUT_NODES, OUT_INVENTORY, OUT_BASTION = "nodes", "ansible_inventory", "bastion"
-OUT_SSH_USER, OUT_PRIVATE_KEY = "ssh_user", "ssh_private_key"
 SYSTEM_CLOUDS_YAML = Path("/etc/openstack/clouds.yaml")
 INSTALL_HINT = "install it (https://www.pulumi.com/docs/iac/download-install/) and rerun"
 CREDENTIALS_HINT = (
@@ -47,7 +45,7 @@ def up(stack: str) -> None:
     values = {key: out.value for key, out in result.outputs.items() if not out.secret}
     summary = result.summary.resource_changes or {}
     console.print(f"pulumi up: {_changes(summary)}")
-    for renderable in render_summary(values, generated_key=OUT_PRIVATE_KEY in result.outputs):
+    for renderable in render_summary(values, generated_key=keys.SSH_PRIVATE_KEY in result.outputs):
         console.print(renderable)
 
 
@@ -112,7 +110,7 @@ def render_summary(outputs: Mapping[str, Any], generated_key: bool) -> list[Any]
     table = Table(title="nodes", title_justify="left")
     for column in ("name", "role", "private IP", "public IP", "flavor"):
         table.add_column(column)
-    for node in outputs.get(OUT_NODES) or []:
+    for node in outputs.get(keys.NODES) or []:
         table.add_row(
             node["name"],
             node["role"],
@@ -120,9 +118,9 @@ def render_summary(outputs: Mapping[str, Any], generated_key: bool) -> list[Any]
             node.get("public_ip") or "-",
             node.get("flavor") or "-",
         )
-    inventory = yaml.safe_dump(outputs.get(OUT_INVENTORY), sort_keys=False, width=1000)
-    bastion = outputs.get(OUT_BASTION) or {}
-    login = f"{outputs.get(OUT_SSH_USER, 'debian')}@{bastion.get('public_ip', '?')}"
+    inventory = yaml.safe_dump(outputs.get(keys.ANSIBLE_INVENTORY), sort_keys=False, width=1000)
+    bastion = outputs.get(keys.BASTION) or {}
+    login = f"{outputs.get(keys.SSH_USER, 'debian')}@{bastion.get('public_ip', '?')}"
     key_note = (
         "the generated SSH key is written to .meshlab/ssh/ by the inventory on first use"
         if generated_key

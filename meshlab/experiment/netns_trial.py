@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshlab.experiment import load, store
+from meshlab.core import atomic
+from meshlab.core.procstat import read_jsonl
+from meshlab.experiment import load
 from meshlab.experiment.judge import Evidence, judge
-from meshlab.experiment.samplers import Sampler, cpu_busy_now, read_jsonl
-from meshlab.experiment.spec import Experiment, LoadPoint
+from meshlab.experiment.samplers import Sampler, cpu_busy_now
 from meshlab.experiment.trialdir import (
     TrialSlot,
     load_point,
@@ -24,6 +25,9 @@ from meshlab.experiment.trialdir import (
     with_path,
     write_load_script,
 )
+from meshlab.record import store
+from meshlab.record.format import Manifest, PlanEntry, TrialRecord
+from meshlab.record.spec import Experiment, LoadPoint
 from meshlab.testbed import state as tb_state
 from meshlab.testbed.iptables import save_line_count
 
@@ -115,7 +119,7 @@ class _Trial:
     k6_output: str = ""
 
     @property
-    def entry(self) -> dict[str, Any]:
+    def entry(self) -> PlanEntry:
         return self.slot.entry
 
     @property
@@ -123,11 +127,11 @@ class _Trial:
         return self.slot.dir
 
 
-def _prepare(run_dir: Path, exp: Experiment, tb: dict[str, Any], plan: list[dict[str, Any]],
-             entry: dict[str, Any], lp: LoadPoint) -> _Trial:  # fmt: skip
+def _prepare(run_dir: Path, exp: Experiment, tb: dict[str, Any], plan: list[PlanEntry],
+             entry: PlanEntry, lp: LoadPoint) -> _Trial:  # fmt: skip
     slot = open_trial(run_dir, plan, entry)
-    write_load_script(slot, lp, with_path(tb_state.server_url(tb, entry["pair"]), lp.path))
-    trial = _Trial(slot, _components(tb, entry["pair"]), _cpus(exp, tb, entry["pair"]))
+    write_load_script(slot, lp, with_path(tb_state.server_url(tb, entry.pair), lp.path))
+    trial = _Trial(slot, _components(tb, entry.pair), _cpus(exp, tb, entry.pair))
     pin_running(trial.components, trial.cpus)
     return trial
 
@@ -136,7 +140,7 @@ def _run_k6(trials: list[_Trial], tb: dict[str, Any], lp: LoadPoint) -> None:
     """Start every trial's k6 at once (duet) and wait for all, within a hard time limit."""
     procs = [
         subprocess.Popen(
-            _k6_command(tb, t.entry["pair"], t.cpus["k6"], t.dir),
+            _k6_command(tb, t.entry.pair, t.cpus["k6"], t.dir),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -155,17 +159,15 @@ def _run_k6(trials: list[_Trial], tb: dict[str, Any], lp: LoadPoint) -> None:
         trial.rc, trial.k6_output = proc.returncode, out
 
 
-def run_step(
-    run_dir: Path, manifest: dict[str, Any], entries: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    exp = Experiment.model_validate(manifest["experiment"])
+def run_step(run_dir: Path, manifest: Manifest, entries: list[PlanEntry]) -> list[TrialRecord]:
+    exp = manifest.experiment
     tb = tb_state.load()
-    lp = load_point(exp, entries[0]["load_point"])
-    trials = [_prepare(run_dir, exp, tb, manifest["plan"], e, lp) for e in entries]
+    lp = load_point(exp, entries[0].load_point)
+    trials = [_prepare(run_dir, exp, tb, manifest.plan, e, lp) for e in entries]
 
     settled = settle(tb, exp.gates)
     # Components of both duet pairs are sampled together, told apart by an @pair suffix.
-    components = {f"{n}@{t.entry['pair']}": p for t in trials for n, p in t.components.items()}
+    components = {f"{n}@{t.entry.pair}": p for t in trials for n, p in t.components.items()}
     scratch = trials[0].dir
     started_at = store.now_iso()
     with (
@@ -185,7 +187,7 @@ def run_step(
 
     results = []
     for t in trials:
-        suffix = f"@{t.entry['pair']}"
+        suffix = f"@{t.entry.pair}"
         cg_rows = [
             {**r, "component": r["component"].removesuffix(suffix)}
             for r in cg_rows_all
@@ -195,10 +197,10 @@ def run_step(
         for name in ("k6-raw.csv.gz", "k6-summary.json"):
             if (t.dir / f".{name}").exists():
                 (t.dir / f".{name}").replace(t.dir / name)
-        store.atomic_write_bytes(t.dir / "proc-stat.jsonl", proc_stat_raw)
-        store.atomic_write_jsonl(t.dir / "cgroup-cpu.jsonl", cg_rows)
-        store.atomic_write_bytes(t.dir / "k6-output.txt", t.k6_output.encode())
-        pods = _pods_of_pair(tb, t.entry["pair"])
+        atomic.write_bytes(t.dir / "proc-stat.jsonl", proc_stat_raw)
+        atomic.write_jsonl(t.dir / "cgroup-cpu.jsonl", cg_rows)
+        atomic.write_bytes(t.dir / "k6-output.txt", t.k6_output.encode())
+        pods = _pods_of_pair(tb, t.entry.pair)
         evidence = Evidence(
             started_at=started_at,
             ended_at=ended_at,

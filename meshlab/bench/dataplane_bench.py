@@ -7,7 +7,6 @@ tables: p50/p99 ratios and CPU-seconds per 1000 requests per component, with 95 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from meshlab import paths
@@ -19,7 +18,3 @@ def main() -> int:
     summary = Path(run_dir, "derived", "summary.md").read_text()
     print(summary.split("## Against the thesis")[0])
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

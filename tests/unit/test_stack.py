@@ -18,7 +18,7 @@ from pulumi.automation._cmd import CommandResult
 from typer.testing import CliRunner
 
 from infra import outputs
-from meshlab import cloud
+from meshlab import stack as cloud
 from meshlab.cli import app
 from meshlab.errors import MeshlabError
 
@@ -47,14 +47,6 @@ def fake_cli(no_cloud: Path) -> Path:
     exe.write_text("#!/bin/sh\necho v3.272.0\n")
     exe.chmod(0o755)
     return exe
-
-
-def test_output_keys_match_the_program() -> None:
-    assert cloud.OUT_NODES == outputs.NODES
-    assert cloud.OUT_INVENTORY == outputs.ANSIBLE_INVENTORY
-    assert cloud.OUT_BASTION == outputs.BASTION
-    assert cloud.OUT_SSH_USER == outputs.SSH_USER
-    assert cloud.OUT_PRIVATE_KEY == outputs.SSH_PRIVATE_KEY
 
 
 def test_missing_cli_is_one_line_with_the_fix(no_cloud: Path) -> None:

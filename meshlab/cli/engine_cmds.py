@@ -1,0 +1,101 @@
+"""`meshlab engine ...` (hidden): the experiment engine's steps, as experiment.yml calls them.
+Each prints one JSON object on stdout (meshlab.experiment.engine documents them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from meshlab.cli.base import print_json, typer_app
+from meshlab.errors import MeshlabError
+
+app = typer_app("The experiment engine's steps (called by experiment.yml).")
+
+
+def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise MeshlabError(f"{option}: not valid JSON ({err})") from None
+    if not isinstance(doc, dict):
+        raise MeshlabError(f"{option}: expected a JSON object")
+    return doc
+
+
+@app.command()
+def init(
+    spec: Annotated[Path, typer.Option(help="the experiment definition")],
+    results_dir: Annotated[Path, typer.Option()] = Path("results"),
+    resume: Annotated[str, typer.Option(help="an interrupted run directory ('' = new run)")] = "",
+    testbed: Annotated[str, typer.Option(help="netns | k8s")] = "netns",
+    inventory_json: Annotated[str, typer.Option(help="cloud: groups -> hosts")] = "",
+    versions_json: Annotated[str, typer.Option(help="cloud: pinned versions")] = "",
+) -> None:
+    """Validate the definition, write manifest.json with the seeded plan (or resume one)."""
+    from meshlab.experiment import engine
+
+    print_json(
+        engine.init(
+            spec,
+            results_dir,
+            Path(resume) if resume else None,
+            testbed,
+            _json_object(inventory_json, "--inventory-json"),
+            _json_object(versions_json, "--versions-json"),
+        )
+    )
+
+
+@app.command("next")
+def next_(run_dir: Path) -> None:
+    """The next plan step and the arms it needs, or done."""
+    from meshlab.experiment import engine
+
+    print_json(engine.next_step(run_dir))
+
+
+@app.command()
+def step(
+    run_dir: Path, index: Annotated[list[int], typer.Option(help="plan index (repeatable)")]
+) -> None:
+    """Run one step's trial(s) on the local testbed and judge them."""
+    from meshlab.experiment import engine
+
+    print_json(engine.step(run_dir, index))
+
+
+@app.command()
+def prepare(
+    run_dir: Path,
+    index: Annotated[int, typer.Option()],
+    target_url: Annotated[str, typer.Option(help="the server as k6 reaches it: http://HOST")],
+) -> None:
+    """(cloud) Create a trial's directory and load.js; say what runs where."""
+    from meshlab.experiment import engine
+
+    print_json(engine.prepare(run_dir, index, target_url))
+
+
+@app.command()
+def ingest(
+    run_dir: Path,
+    index: Annotated[int, typer.Option()],
+    raw: Annotated[Path, typer.Option(help="directory of the fetched raw files")],
+) -> None:
+    """(cloud) Judge a trial from the raw files fetched from the nodes."""
+    from meshlab.experiment import engine
+
+    print_json(engine.ingest(run_dir, index, raw))
+
+
+@app.command()
+def finish(run_dir: Path, interrupted: Annotated[bool, typer.Option()] = False) -> None:
+    """Close the run: complete, interrupted or environment-unfit."""
+    from meshlab.experiment import engine
+
+    print_json(engine.finish(run_dir, interrupted))

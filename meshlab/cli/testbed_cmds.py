@@ -1,0 +1,91 @@
+"""`meshlab testbed ...`: the local testbed (network namespaces on this host)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from meshlab.cli.base import print_json, typer_app
+from meshlab.core.arms import DATAPLANES
+
+app = typer_app("The local testbed (network namespaces).")
+ARM_HELP = " | ".join(DATAPLANES)
+
+
+@app.command("up")
+def testbed_up(
+    dataplane: Annotated[str, typer.Option(help=ARM_HELP)] = "iptables",
+    flood: Annotated[
+        str, typer.Option(help="kube-proxy flood PODSxSERVICES, e.g. 50x500, or off")
+    ] = "off",
+    duet: Annotated[
+        bool, typer.Option(help="add a second client/server pair (duet designs)")
+    ] = False,
+) -> None:
+    """Bring the local testbed up (idempotent; restarts dead daemons)."""
+    from meshlab.testbed import commands
+
+    commands.up(dataplane, flood, duet)
+
+
+@app.command("dataplane")
+def testbed_dataplane(
+    arm: Annotated[str, typer.Argument(help=ARM_HELP)],
+    pair: Annotated[list[int] | None, typer.Option(help="only this pod pair (repeatable)")] = None,
+) -> None:
+    """Switch the dataplane arm at runtime (workloads keep running)."""
+    from meshlab.testbed import commands
+
+    commands.set_dataplane(arm, pair)
+
+
+@app.command("flood")
+def testbed_flood(
+    size: Annotated[str, typer.Argument(help="PODSxSERVICES (e.g. 50x500) or off")],
+) -> None:
+    """Write (or remove) kube-proxy-shaped flood rules in the node namespace."""
+    from meshlab.testbed import commands
+
+    commands.set_flood(size)
+
+
+@app.command("status")
+def testbed_status(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Show the testbed: pods, processes, arm, flood, rule count."""
+    from meshlab.testbed import state
+
+    state.require_root()
+    doc = state.status(state.load())
+    if as_json:
+        print_json(doc, indent=2)
+        return
+    typer.echo(
+        f"dataplane: {doc['dataplane']}   flood: {doc['flood']['spec']} "
+        f"({doc['flood']['rules']} iptables-save lines in {doc['node']['netns']})"
+    )
+    typer.echo(f"server_url: {doc['server_url']}")
+    for name, pod in doc["pods"].items():
+        up = "up" if pod["up"] else "DOWN"
+        typer.echo(f"  {name:8} {pod['ip']:14} {pod['netns']:16} {up:4} pids {pod['pids']}")
+
+
+@app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def testbed_exec(
+    ctx: typer.Context,
+    pod: Annotated[str, typer.Argument(help="node, client, server, ...")],
+) -> None:
+    """Run a command inside a pod: meshlab testbed exec POD -- CMD..."""
+    from meshlab.testbed import commands
+
+    raise typer.Exit(commands.exec_in_pod(pod, list(ctx.args)))
+
+
+@app.command("down")
+def testbed_down() -> None:
+    """Remove every namespace, rule, pin, cgroup and process the testbed made."""
+    from meshlab.testbed import commands
+
+    commands.down()

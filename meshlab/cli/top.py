@@ -1,0 +1,70 @@
+"""The top-level commands: run an experiment, report it, compare two runs, the cloud lab."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meshlab.cli.base import typer_app
+
+app = typer_app("Paired, noise-gated benchmarks of sidecar redirection: iptables vs eBPF.")
+
+
+@app.command()
+def run(
+    experiment: Annotated[
+        Path, typer.Argument(help="an experiment definition, e.g. experiments/default.yml")
+    ],
+    resume: Annotated[
+        Path | None, typer.Option(help="continue this interrupted run directory")
+    ] = None,
+    results_dir: Annotated[Path, typer.Option(help="where run directories go")] = Path("results"),
+    report_: Annotated[
+        bool, typer.Option("--report/--no-report", help="build the report at the end")
+    ] = True,
+) -> None:
+    """Run a paired experiment (experiment.yml through ansible-runner) with a progress bar."""
+    from meshlab.experiment import runner
+
+    try:
+        runner.run(experiment, resume, results_dir, report=report_)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run directory under results/")]) -> None:
+    """(Re)build RUN_DIR/derived/: tables, statistics, figures, summary.md and report.html."""
+    from meshlab.analysis.report import build
+
+    typer.echo(f"report: {build(run_dir)}")
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="the first run directory")],
+    run_b: Annotated[Path, typer.Argument(help="the rerun to compare against it")],
+    force: Annotated[bool, typer.Option(help="compare even if the specs differ")] = False,
+) -> None:
+    """Did a rerun (e.g. in a quieter cloud) agree with the first run?"""
+    from meshlab.analysis.compare import compare as compare_runs
+
+    typer.echo(compare_runs(run_a, run_b, force=force))
+
+
+@app.command()
+def up(stack: Annotated[str, typer.Option(help="Pulumi stack name")] = "dev") -> None:
+    """Provision the OpenStack lab with Pulumi (needs the pulumi CLI and cloud credentials)."""
+    from meshlab import stack as pulumi_stack
+
+    pulumi_stack.up(stack)
+
+
+@app.command()
+def down(stack: Annotated[str, typer.Option(help="Pulumi stack name")] = "dev") -> None:
+    """Destroy the OpenStack lab (pulumi destroy)."""
+    from meshlab import stack as pulumi_stack
+
+    pulumi_stack.down(stack)

@@ -1,5 +1,0 @@
-import sys
-
-from meshlab.experiment.engine import main
-
-sys.exit(main())

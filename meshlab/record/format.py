@@ -1,0 +1,244 @@
+"""The run format (results/README.md): manifest.json and trial.json as typed models.
+
+This module is the one owner of what a run record holds. The engine and the judge write
+through it, the analysis reads through it, the synthetic generator generates through it; a
+field is added here once (and in results/README.md), never as a dict literal elsewhere.
+
+Reading is strict: an unknown key, a missing key or a wrong type is an error naming the file
+and the field. A record of another schema version is refused with a message naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from meshlab.core.arms import Dataplane
+from meshlab.core.flood import Flood
+from meshlab.errors import MeshlabError
+from meshlab.record.spec import Experiment, FloodSize, LoadPoint, error_message, field_path
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+TRIAL = "trial.json"
+
+# The components whose CPU every trial measures (cgroups on the local testbed, containers on
+# the cloud), and the node-wide figure beside them.
+COMPONENTS = ("client_sidecar", "server_sidecar", "app", "k6")
+NODE = "node_total"
+CPU_FIGURES = (*COMPONENTS, NODE)
+# summary.latency_ms keys, in order (k6's per-request http_req_duration of the measured window).
+LATENCY_KEYS = ("p5", "p25", "p50", "p75", "p90", "p95", "p99", "p999", "mean", "min", "max")
+RUN_STATUSES = ("running", "complete", "interrupted", "failed", "environment-unfit")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# ---- manifest.json ----------------------------------------------------------------------
+
+
+class PlanEntry(Model):
+    """One trial of the plan; a re-queued attempt is a new entry with `requeue_of`."""
+
+    index: int
+    round: int
+    arm: str
+    load_point: str
+    flood: FloodSize
+    pair: int = 1
+    requeue_of: int | None = None
+
+    @property
+    def root(self) -> int:
+        """The plan index of the original this entry is an attempt of."""
+        return self.index if self.requeue_of is None else self.requeue_of
+
+
+class Git(Model):
+    sha: str
+    dirty: bool
+
+
+class Rejection(Model):
+    trial_id: str
+    reasons: list[str]
+
+
+class Manifest(Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    experiment: Experiment
+    spec_hash: str
+    spec_file: str | None = None
+    seed: int
+    plan: list[PlanEntry]
+    status: Literal["running", "complete", "interrupted", "failed", "environment-unfit"]
+    started_at: str
+    finished_at: str | None = None
+    resumed_at: list[str] = []
+    git: Git
+    versions: dict[str, str]
+    host: dict[str, Any]
+    inventory: dict[str, Any]
+    pinning: dict[str, str] | str
+    rejections: list[Rejection] = []
+
+    @property
+    def testbed(self) -> str:
+        return str(self.host.get("testbed", "netns"))
+
+
+# ---- trial.json -------------------------------------------------------------------------
+
+
+class FloodRecord(Model):
+    """The flood a trial ran under, with the rule count the node had when it started."""
+
+    spec: FloodSize
+    pods: int
+    services: int
+    rules: int | None = None
+
+    @classmethod
+    def of(cls, flood: Flood, rules: int | None) -> FloodRecord:
+        return cls(spec=flood, pods=flood.pods, services=flood.services, rules=rules)
+
+
+class Window(Model):
+    """The measured window, unix seconds."""
+
+    start: float
+    end: float
+
+
+class Settle(Model):
+    seconds: float | None
+    cpu_busy_percent: float | None
+    rules_stable: bool
+    timed_out: bool
+
+
+class Gate(Model):
+    value: int | float | None
+    limit: int | float
+    passed: bool = Field(alias="pass")
+
+
+class Summary(Model):
+    requests: int
+    achieved_rate: float
+    failed_requests: int
+    latency_ms: dict[str, float]
+
+
+class CpuFigure(Model):
+    """CPU of one component (or the node) over the window."""
+
+    cpu_seconds: float
+    per_1000_requests: float | None
+    max_percent: float | None
+
+
+class Steal(Model):
+    mean_percent: float
+    max_percent: float
+
+
+class TrialRecord(Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    trial_id: str
+    plan_index: int
+    round: int
+    arm: str
+    dataplane: Dataplane
+    pair: int
+    attempt: Annotated[int, Field(ge=1)]
+    requeue_of: int | None = None
+    load_point: LoadPoint
+    flood: FloodRecord
+    started_at: str
+    ended_at: str
+    window: Window
+    settle: Settle
+    status: Literal["valid", "rejected"]
+    rejection_reasons: list[str]
+    gates: dict[str, Gate]
+    summary: Summary
+    cpu: dict[str, CpuFigure]
+    steal: Steal
+    pinning: dict[str, str]
+    pods: dict[str, str]
+
+    @model_validator(mode="after")
+    def _a_valid_trial_has_its_latencies(self) -> TrialRecord:
+        missing = [k for k in LATENCY_KEYS if k not in self.summary.latency_ms]
+        if self.status == "valid" and missing:
+            raise ValueError(f"a valid trial lacks summary.latency_ms {', '.join(missing)}")
+        return self
+
+    @property
+    def valid(self) -> bool:
+        return self.status == "valid"
+
+    def failed_gates(self) -> list[str]:
+        return [name for name, gate in self.gates.items() if not gate.passed]
+
+
+# ---- reading and writing ----------------------------------------------------------------
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MeshlabError(f"{path}: missing") from None
+    except OSError as err:
+        raise MeshlabError(f"{path}: cannot read ({err.strerror or err})") from err
+    if not text.strip():
+        raise MeshlabError(f"{path}: empty file (half-written?)")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise MeshlabError(
+            f"{path}: not valid JSON at line {err.lineno} column {err.colno} (half-written?)"
+        ) from None
+    if not isinstance(doc, dict):
+        raise MeshlabError(f"{path}: expected a JSON object")
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise MeshlabError(
+            f"{path}: schema_version {version!r} is not supported (this meshlab reads "
+            f"{SCHEMA_VERSION})"
+        )
+    return doc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validate(model: type[M], path: Path, doc: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise MeshlabError(
+            f"{path}: {field_path(first['loc'])}: {error_message(first)}{more}"
+        ) from None
+
+
+def read_manifest(path: Path) -> Manifest:
+    return _validate(Manifest, path, _read(path))
+
+
+def read_trial(path: Path) -> TrialRecord:
+    return _validate(TrialRecord, path, _read(path))
+
+
+def dump(record: BaseModel) -> dict[str, Any]:
+    """The JSON document of a record (aliases as the format spells them, e.g. `pass`)."""
+    return record.model_dump(mode="json", by_alias=True)

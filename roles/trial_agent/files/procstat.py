@@ -1,0 +1,1 @@
+../../../meshlab/core/procstat.py
