@@ -27,6 +27,7 @@ PLAYBOOKS = ["playbooks/site.yml", "playbooks/cluster_arm.yml", "playbooks/clust
 # The entry playbook and its experiment stages, as a cloud inventory runs them.
 EXPERIMENT_PLAYBOOKS = [
     "experiment.yml",
+    "playbooks/preflight.yml",
     "playbooks/experiment_plan.yml",
     "playbooks/experiment_trials.yml",
 ]
@@ -34,6 +35,7 @@ EXPERIMENT_PLAYBOOKS = [
 
 def test_ansible_lint_production_profile_passes() -> None:
     paths = [*PLAYBOOKS, *EXPERIMENT_PLAYBOOKS[1:], "playbooks/tasks/trial_cluster.yml"]
+    paths += ["playbooks/tasks/resolve_digest.yml", "playbooks/tasks/wait_for_vm.yml"]
     paths += ["playbooks/group_vars", *(f"roles/{r}" for r in CLUSTER_ROLES)]
     proc = subprocess.run(
         [str(BIN / "ansible-lint"), "--offline", "--profile=production", "--nocolor", *paths],
