@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -396,3 +397,34 @@ def test_grafana_dashboard_shows_latency_cpu_modes_with_steal_and_per_container_
     assert 'mode="steal"' in exprs and "node_cpu_seconds_total" in exprs
     assert "container_cpu_usage_seconds_total" in exprs
     assert all(t["datasource"]["uid"] == "prometheus" for p in dash["panels"] for t in p["targets"])
+
+
+def test_grafana_gets_a_generated_password_kept_private_outside_the_repository(
+    rendered: Path,
+) -> None:
+    secret = rendered / "private" / "grafana-admin-password"
+    password = secret.read_text().strip()
+    assert len(password) == 24 and password.isalnum()
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert secret.parent.stat().st_mode & 0o077 == 0  # made 0700 when created
+    override = (rendered / "monitoring__grafana-override.conf").read_text()
+    assert f"Environment=GF_SECURITY_ADMIN_PASSWORD={password}\n" in override
+    defaults = yaml.safe_load((REPO / "roles/monitoring/defaults/main.yml").read_text())
+    assert "ansible.builtin.password" in defaults["monitoring_grafana_admin_password"]
+    assert "HOME" in defaults["monitoring_grafana_admin_password_file"]  # not the repository
+    tasks = yaml.safe_load((REPO / "roles/monitoring/tasks/main.yml").read_text())
+    (provision,) = [t for t in tasks if "grafana-override.conf.j2" in json.dumps(t)]
+    assert provision.get("no_log") is True
+
+
+def test_prometheus_comes_from_upstreams_release_with_its_published_sums(rendered: Path) -> None:
+    version = VERSIONS["meshlab_versions"]["prometheus"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), "an upstream release, not a Debian revision"
+    url = VERSIONS["meshlab_artifacts"]["prometheus"]["url"]
+    assert "/prometheus/prometheus/releases/download/v' ~ meshlab_versions.prometheus" in url
+    assert "debian" not in url
+    checksum = VERSIONS["meshlab_checksums"]["prometheus"][version]
+    assert f"/releases/download/v{version}/sha256sums.txt" in checksum
+    unit = (rendered / "monitoring__prometheus.service").read_text()
+    assert "User=prometheus" in unit and "ExecReload=/bin/kill -HUP $MAINPID" in unit
+    assert "EnvironmentFile=-/etc/default/prometheus" in unit and "$ARGS" in unit
