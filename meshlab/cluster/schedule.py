@@ -464,7 +464,11 @@ def refusals(table: Mapping[str, Budget]) -> list[str]:
         for switch, label in ((False, "steady"), (True, "during an arm switch")):
             if switch and not b.surge:
                 continue
-            hints = sorted({p.hint for p, _ in b.steady + b.surge if p.hint})
+            # The role variables behind the pods that weigh: exclusive CPUs or >= 0.5 CPU.
+            hints = sorted(
+                {p.hint for p, n in b.steady + b.surge
+                 if p.hint and (p.exclusive_cpus() or p.cpu_m * n >= 500)}
+            )  # fmt: skip
             fields = f"; set by {'; '.join(hints)}" if hints else ""
             cpu = b.cpu_m(switch)
             if cpu > node.allocatable_cpu_m:
