@@ -29,22 +29,11 @@ VERSIONS = yaml.safe_load((REPO / "playbooks/group_vars/all/versions.yml").read_
 
 def render(out: Path, *extra: str) -> Path:
     """tests/cluster/render_manifests.yml into `out`, one file per rendered template."""
-    proc = subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "-i",
-            str(REPO / "tests/cluster/render_inventory.yml"),
-            str(REPO / "tests/cluster/render_manifests.yml"),
-            "-e",
-            f"render_dir={out}",
-            *extra,
-        ],
-        cwd=REPO,
-        env=ENV,
-        capture_output=True,
-        text=True,
+    proc = playbook(
+        "-i", str(REPO / "tests/cluster/render_inventory.yml"),
+        str(REPO / "tests/cluster/render_manifests.yml"), "-e", f"render_dir={out}", *extra,
         timeout=300,
-    )
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     for name, text in json.loads((out / "rendered.json").read_text()).items():
         (out / name).write_text(text)

@@ -8,7 +8,6 @@ the API server's structural pruning emulated; then the facts the experiment depe
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from cluster_render import playbook
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "tests" / "cluster" / "crds"
@@ -41,24 +41,11 @@ NON_API_KINDS = {
 def test_argument_specs_reject_a_bad_input(tmp_path: Path) -> None:
     # The render playbook validates every role's defaults against meta/argument_specs.yml;
     # an input outside its choices must fail there, as it would before a real run.
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "-i",
-            str(REPO / "tests/cluster/render_inventory.yml"),
-            str(REPO / "tests/cluster/render_manifests.yml"),
-            "-e",
-            f"render_dir={tmp_path}",
-            "-e",
-            "merbridge_state=maybe",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = playbook(
+        "-i", str(REPO / "tests/cluster/render_inventory.yml"),
+        str(REPO / "tests/cluster/render_manifests.yml"),
+        "-e", f"render_dir={tmp_path}", "-e", "merbridge_state=maybe",
+    )  # fmt: skip
     assert proc.returncode != 0
     assert "merbridge_state" in proc.stdout
 

@@ -37,15 +37,20 @@ def budget_args(rendered: Path, hosts: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def test_the_default_stack_passes_and_says_what_it_checked(
-    rendered: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    rc, out = run(
+def budget(capsys: pytest.CaptureFixture[str], rendered: Path, **stack: str):
+    """The default experiment, its digest resolved, on the stack with this config."""
+    return run(
         capsys,
         "--spec=experiments/default.yml",
         f"--images-json={images(resolved=DIGEST)}",
-        *budget_args(rendered, stack_hosts()),
+        *budget_args(rendered, stack_hosts(**stack)),
     )
+
+
+def test_the_default_stack_passes_and_says_what_it_checked(
+    rendered: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out = budget(capsys, rendered)
     assert rc == 0, out
     (line,) = out
     result = json.loads(line)
@@ -57,12 +62,7 @@ def test_the_default_stack_passes_and_says_what_it_checked(
 def test_a_stack_whose_loadtest_node_is_too_small_is_refused_in_one_line(
     rendered: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc, out = run(
-        capsys,
-        "--spec=experiments/default.yml",
-        f"--images-json={images(resolved=DIGEST)}",
-        *budget_args(rendered, stack_hosts(vcpus="2", ramMb="8192")),
-    )
+    rc, out = budget(capsys, rendered, vcpus="2", ramMb="8192")
     assert rc == 2
     assert out and all(line.startswith("error: ") for line in out)
     lt = [line for line in out if "-loadtest-0 (loadtest)" in line]
