@@ -4,21 +4,13 @@ the cluster playbooks, as CI runs them."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cluster_render import BIN, ENV, REPO
+from cluster_render import playbook as run_playbook
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-ENV = dict(
-    os.environ,
-    PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    ANSIBLE_NOCOLOR="1",
-    NO_COLOR="1",
-)
 # Every role that is not part of the local testbed belongs to the cloud cluster.
 CLUSTER_ROLES = sorted(
     p.name for p in (REPO / "roles").iterdir() if p.is_dir() and not p.name.startswith("testbed_")
@@ -27,6 +19,7 @@ PLAYBOOKS = ["playbooks/site.yml", "playbooks/cluster_arm.yml", "playbooks/clust
 # The entry playbook and its experiment stages, as a cloud inventory runs them.
 EXPERIMENT_PLAYBOOKS = [
     "experiment.yml",
+    "playbooks/preflight.yml",
     "playbooks/experiment_plan.yml",
     "playbooks/experiment_trials.yml",
 ]
@@ -34,6 +27,7 @@ EXPERIMENT_PLAYBOOKS = [
 
 def test_ansible_lint_production_profile_passes() -> None:
     paths = [*PLAYBOOKS, *EXPERIMENT_PLAYBOOKS[1:], "playbooks/tasks/trial_cluster.yml"]
+    paths += ["playbooks/tasks/resolve_digest.yml", "playbooks/tasks/wait_for_vm.yml"]
     paths += ["playbooks/group_vars", *(f"roles/{r}" for r in CLUSTER_ROLES)]
     proc = subprocess.run(
         [str(BIN / "ansible-lint"), "--offline", "--profile=production", "--nocolor", *paths],
@@ -49,42 +43,19 @@ def test_ansible_lint_production_profile_passes() -> None:
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS + EXPERIMENT_PLAYBOOKS)
 def test_playbook_syntax(playbook: str) -> None:
-    proc = subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "--syntax-check",
-            "-i",
-            str(REPO / "tests/cluster/render_inventory.yml"),
-            playbook,
-        ],
-        cwd=REPO,
-        env=ENV,
-        capture_output=True,
-        text=True,
+    proc = run_playbook(
+        "--syntax-check", "-i", str(REPO / "tests/cluster/render_inventory.yml"), playbook,
         timeout=120,
-    )
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def _plan(tmp_path: Path, experiment: str) -> subprocess.CompletedProcess[str]:
     """experiment_plan.yml against the cloud-shaped inventory: it only runs on the controller."""
-    return subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "-i",
-            str(REPO / "tests/cluster/render_inventory.yml"),
-            "playbooks/experiment_plan.yml",
-            "-e",
-            f"experiment={experiment}",
-            "-e",
-            f"results_dir={tmp_path}",
-        ],
-        cwd=REPO,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return run_playbook(
+        "-i", str(REPO / "tests/cluster/render_inventory.yml"), "playbooks/experiment_plan.yml",
+        "-e", f"experiment={experiment}", "-e", f"results_dir={tmp_path}",
+    )  # fmt: skip
 
 
 def test_a_cloud_inventory_plans_for_the_k8s_testbed(tmp_path: Path) -> None:

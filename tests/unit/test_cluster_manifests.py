@@ -8,7 +8,7 @@ the API server's structural pruning emulated; then the facts the experiment depe
 from __future__ import annotations
 
 import json
-import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +20,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from cluster_render import playbook
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "tests" / "cluster" / "crds"
@@ -37,54 +38,14 @@ NON_API_KINDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("rendered")
-    env = dict(
-        os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", ANSIBLE_NOCOLOR="1"
-    )
-    proc = subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "-i",
-            str(REPO / "tests/cluster/render_inventory.yml"),
-            str(REPO / "tests/cluster/render_manifests.yml"),
-            "-e",
-            f"render_dir={out}",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    for name, text in json.loads((out / "rendered.json").read_text()).items():
-        (out / name).write_text(text)
-    return out
-
-
 def test_argument_specs_reject_a_bad_input(tmp_path: Path) -> None:
     # The render playbook validates every role's defaults against meta/argument_specs.yml;
     # an input outside its choices must fail there, as it would before a real run.
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "-i",
-            str(REPO / "tests/cluster/render_inventory.yml"),
-            str(REPO / "tests/cluster/render_manifests.yml"),
-            "-e",
-            f"render_dir={tmp_path}",
-            "-e",
-            "merbridge_state=maybe",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = playbook(
+        "-i", str(REPO / "tests/cluster/render_inventory.yml"),
+        str(REPO / "tests/cluster/render_manifests.yml"),
+        "-e", f"render_dir={tmp_path}", "-e", "merbridge_state=maybe",
+    )  # fmt: skip
     assert proc.returncode != 0
     assert "merbridge_state" in proc.stdout
 
@@ -191,6 +152,7 @@ def test_every_istio_resource_matches_its_vendored_crd(rendered: Path) -> None:
         "PeerAuthentication",
         "AuthorizationPolicy",
         "VirtualService",
+        "Sidecar",
     }
     for name, doc in istio:
         assert crd_errors(doc, schemas) == [], f"{name} {doc['kind']}"
@@ -244,7 +206,7 @@ def test_measured_pods_are_guaranteed_with_integer_cpus_sidecar_included(rendere
     iop = docs(rendered / "istio__istio-operator.yaml")[0]
     glob = iop["spec"]["values"]["global"]
     assert glob["proxy"]["resources"]["requests"] == glob["proxy"]["resources"]["limits"]
-    assert glob["proxy_init"]["resources"]["requests"] == glob["proxy_init"]["resources"]["limits"]
+    # istio-init is injected with the proxy's resources (tests/unit/test_cluster_upstream.py).
     deployments = {
         d["metadata"]["name"]: d
         for d in by_kind(rendered, "workload__workload-httpbin.yaml", "Deployment")
@@ -297,14 +259,12 @@ def test_flooder_has_p_pods_and_s_services_each_selecting_every_pod(rendered: Pa
     assert ns["metadata"]["labels"]["istio-injection"] == "disabled"
 
 
-def test_merbridge_runs_in_cni_mode_pinned_by_digest(rendered: Path) -> None:
+def test_merbridge_is_pinned_by_digest(rendered: Path) -> None:
     (ds,) = by_kind(rendered, "merbridge__merbridge.yaml", "DaemonSet")
     spec = ds["spec"]["template"]["spec"]
-    for container in spec["containers"] + spec["initContainers"]:
+    for container in spec["containers"] + spec.get("initContainers", []):
         assert "@sha256:" in container["image"], container["name"]
         assert container["imagePullPolicy"] == "IfNotPresent"
-    args = spec["containers"][0]["args"]
-    assert "--cni-mode=true" in args
     assert {"/host/opt/cni/bin", "/host/etc/cni/net.d", "/host/var/run"} <= {
         m["mountPath"] for m in spec["containers"][0]["volumeMounts"]
     }
@@ -424,3 +384,34 @@ def test_grafana_dashboard_shows_latency_cpu_modes_with_steal_and_per_container_
     assert 'mode="steal"' in exprs and "node_cpu_seconds_total" in exprs
     assert "container_cpu_usage_seconds_total" in exprs
     assert all(t["datasource"]["uid"] == "prometheus" for p in dash["panels"] for t in p["targets"])
+
+
+def test_grafana_gets_a_generated_password_kept_private_outside_the_repository(
+    rendered: Path,
+) -> None:
+    secret = rendered / "private" / "grafana-admin-password"
+    password = secret.read_text().strip()
+    assert len(password) == 24 and password.isalnum()
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert secret.parent.stat().st_mode & 0o077 == 0  # made 0700 when created
+    override = (rendered / "monitoring__grafana-override.conf").read_text()
+    assert f"Environment=GF_SECURITY_ADMIN_PASSWORD={password}\n" in override
+    defaults = yaml.safe_load((REPO / "roles/monitoring/defaults/main.yml").read_text())
+    assert "ansible.builtin.password" in defaults["monitoring_grafana_admin_password"]
+    assert "HOME" in defaults["monitoring_grafana_admin_password_file"]  # not the repository
+    tasks = yaml.safe_load((REPO / "roles/monitoring/tasks/main.yml").read_text())
+    (provision,) = [t for t in tasks if "grafana-override.conf.j2" in json.dumps(t)]
+    assert provision.get("no_log") is True
+
+
+def test_prometheus_comes_from_upstreams_release_with_its_published_sums(rendered: Path) -> None:
+    version = VERSIONS["meshlab_versions"]["prometheus"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), "an upstream release, not a Debian revision"
+    url = VERSIONS["meshlab_artifacts"]["prometheus"]["url"]
+    assert "/prometheus/prometheus/releases/download/v' ~ meshlab_versions.prometheus" in url
+    assert "debian" not in url
+    checksum = VERSIONS["meshlab_checksums"]["prometheus"][version]
+    assert f"/releases/download/v{version}/sha256sums.txt" in checksum
+    unit = (rendered / "monitoring__prometheus.service").read_text()
+    assert "User=prometheus" in unit and "ExecReload=/bin/kill -HUP $MAINPID" in unit
+    assert "EnvironmentFile=-/etc/default/prometheus" in unit and "$ARGS" in unit

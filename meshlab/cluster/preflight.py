@@ -1,0 +1,219 @@
+"""The cloud run's preflight: refuse in the first minute what would fail after the install.
+
+    python -m meshlab.cluster.preflight --spec experiments/default.yml \\
+        [--resume RUN_DIR] [--images-json JSON] \\
+        [--nodes-json JSON --manifests DIR [--kubelet-minor 35]]
+
+playbooks/preflight.yml runs it twice: on the controller before any VM is touched (the experiment
+against what the cluster can run, the image digests it resolved), and once every VM answered (each
+node's CPU, memory and exclusive-CPU budget for the rendered manifests, steady and during an arm
+switch, and the kernel features Merbridge needs). Prints one JSON object and exits 0, or one line
+per refusal (`error: <field or node>: ...`) and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meshlab.cluster import schedule, upstream
+from meshlab.errors import MeshlabError
+from meshlab.experiment import spec as spec_mod
+from meshlab.experiment.cloud import check_fits
+from meshlab.experiment.judge import flood_numbers
+from meshlab.experiment.spec import Experiment
+
+SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
+# The files of the render that hold pods, the injection settings and the Sidecar scope.
+MANIFESTS = (
+    "calico.yaml", "istio-operator.yaml", "namespace.yaml", "policies.yaml", "merbridge.yaml",
+    "flooder.yaml", "workload.yaml",
+)  # fmt: skip
+RESTART_NAMESPACES = ("meshlab",)  # merbridge_restart_namespaces
+
+
+def _experiment(args: argparse.Namespace) -> tuple[Experiment, str]:
+    if args.resume:
+        manifest = json.loads((Path(args.resume) / "manifest.json").read_text())
+        return Experiment.model_validate(manifest["experiment"]), f"{args.resume}/manifest.json"
+    return spec_mod.load(args.spec), str(args.spec)
+
+
+def check_images(exp: Experiment, source: str, images: Mapping[str, Any]) -> tuple[dict, list[str]]:
+    """Digest per image: resolved on the controller, or pinned; a mismatch or none is refused
+    when the experiment needs the image (Merbridge: an ebpf arm)."""
+    out, errors = {}, []
+    ebpf_arms = [name for name, arm in exp.arms.items() if arm.dataplane == "ebpf"]
+    for key, image in images.items():
+        ref = f"{image.get('image')}:{image.get('tag')}"
+        pinned, resolved = image.get("pinned") or "", image.get("resolved") or ""
+        if pinned and not SHA256.match(pinned):
+            errors.append(f"meshlab_images.{key}.digest: {pinned!r} is not sha256:<64 hex>")
+            continue
+        if pinned and resolved and pinned != resolved:
+            errors.append(
+                f"meshlab_images.{key}.digest: pinned {pinned} but {ref} resolves to {resolved} "
+                "now (the tag moved); check the new image and re-pin, or clear the pin"
+            )
+            continue
+        digest = resolved or pinned
+        needed = key == "merbridge" and ebpf_arms
+        if needed and not digest:
+            why = image.get("error") or "no answer"
+            errors.append(
+                f"{source}: arms.{ebpf_arms[0]}.dataplane: ebpf needs {ref} by digest, which the "
+                f"controller could not resolve ({why}) and meshlab_images.{key}.digest does not pin"
+            )
+            continue
+        out[key] = {"image": image.get("image"), "tag": image.get("tag"), "digest": digest}
+    return out, errors
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:2])
+
+
+def check_kernels(exp: Experiment, hosts: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What Merbridge's programs need on every Kubernetes node (only with an ebpf arm)."""
+    if not any(arm.dataplane == "ebpf" for arm in exp.arms.values()):
+        return []
+    want = upstream.value("merbridge", "min_kernel")
+    errors = []
+    for host in hosts:
+        if "k8s_cluster" not in host.get("groups", ()) or "kernel" not in host:
+            continue
+        if _version_tuple(str(host["kernel"])) < _version_tuple(want):
+            errors.append(
+                f"node {host['name']}: kernel {host['kernel']} < {want}, the least Merbridge "
+                f"{upstream.fact('merbridge', 'min_kernel').tag} runs on (its README.md)"
+            )
+        if host.get("cgroup2") is False:
+            errors.append(
+                f"node {host['name']}: no cgroup v2 at /sys/fs/cgroup; Merbridge attaches its "
+                "programs to the cgroup2 root (bpf/Makefile refuses to load without it)"
+            )
+    return errors
+
+
+def load_docs(directory: Path, names: Sequence[str] = MANIFESTS) -> list[dict[str, Any]]:
+    found = []
+    for name in names:
+        matches = sorted(directory.glob(f"*{name}"))
+        if not matches:
+            raise MeshlabError(f"{directory}: no rendered {name}")
+        for doc in yaml.safe_load_all(matches[0].read_text()):
+            if doc:
+                found.append(doc)
+    return found
+
+
+def model(
+    docs: Sequence[Mapping[str, Any]],
+    hosts: Sequence[Mapping[str, Any]],
+    kubelet: Mapping[str, Any],
+    kubelet_minor: int,
+    flood_pods: int | None = None,
+) -> tuple[dict[str, schedule.Budget], list[str], list[schedule.PodTemplate]]:
+    """Budgets and problems for the rendered manifests on these nodes. `flood_pods` replaces the
+    flooder Deployment's replicas (the experiment's largest flood; 0 = no flood)."""
+    docs = [dict(d) for d in docs]
+    for doc in docs:
+        if (
+            doc.get("kind") == "Deployment"
+            and doc["metadata"]["name"] == "flooder"
+            and flood_pods is not None
+        ):
+            doc["spec"] = {**doc["spec"], "replicas": flood_pods}
+    injection = schedule.Injection.from_manifests(docs, kubelet_minor)
+    pods = [p for p in schedule.pod_templates(docs, injection) if p.replicas > 0]
+    iop = next((d for d in docs if d.get("kind") == "IstioOperator"), {})
+    istiod_selector = (
+        ((iop.get("spec") or {}).get("components") or {}).get("pilot", {}).get("k8s", {})
+    ).get("nodeSelector", {})
+    pods += schedule.cluster_addons(injection, istiod_selector)
+    nodes = schedule.cluster_nodes(hosts, kubelet)
+    table, problems = schedule.budgets(nodes, pods, RESTART_NAMESPACES)
+    return table, problems + schedule.refusals(table), pods
+
+
+def _largest_flood(exp: Experiment) -> int:
+    return max(int(flood_numbers(f)["pods"]) for f in exp.flood_sizes)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    exp, source = _experiment(args)
+    errors: list[str] = []
+    try:
+        check_fits(exp, source)
+    except MeshlabError as err:
+        errors.append(str(err))
+    images, image_errors = check_images(exp, source, json.loads(args.images_json or "{}"))
+    errors += image_errors
+    result: dict[str, Any] = {"ok": True, "experiment": exp.id, "images": images}
+    if args.nodes_json:
+        hosts = json.loads(args.nodes_json)
+        errors += check_kernels(exp, hosts)
+        if args.manifests:
+            kubelet = json.loads(args.kubelet_json or "{}")
+            table, problems, pods = model(
+                load_docs(Path(args.manifests)), hosts, kubelet, args.kubelet_minor,
+                _largest_flood(exp),
+            )  # fmt: skip
+            errors += problems
+            if any(arm.dataplane == "ebpf" for arm in exp.arms.values()):
+                tag = upstream.fact("merbridge", "sidecar_detection").tag
+                errors += [
+                    f"{line}: Merbridge {tag} skips it (it wants istio-proxy in spec.containers);"
+                    ' keep sidecar.istio.io/nativeSidecar "false" on measured pods'
+                    for line in schedule.merbridge_skips(pods, RESTART_NAMESPACES)
+                ]
+            result["nodes"] = {name: b.as_dict() for name, b in table.items()}
+    if errors:
+        raise RefusedError(errors)
+    return result
+
+
+class RefusedError(Exception):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = lines
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m meshlab.cluster.preflight", description=__doc__)
+    p.add_argument("--spec", default="experiments/default.yml", help="experiment definition")
+    p.add_argument("--resume", default="", help="run directory: check its manifest's experiment")
+    p.add_argument("--images-json", default="", help="{key: {image, tag, pinned, resolved, error}}")
+    p.add_argument(
+        "--nodes-json", default="", help="[{name, groups, vcpus, memory_mb, kernel, cgroup2}]"
+    )
+    p.add_argument("--kubelet-json", default="", help="{reserved_cpus, worker_cpu_manager_policy}")
+    p.add_argument("--manifests", default="", help="directory with the roles' rendered manifests")
+    p.add_argument("--kubelet-minor", type=int, default=35, help="Kubernetes minor version (1.x)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        result = run(args)
+    except RefusedError as refused:
+        for line in refused.lines:
+            print("error: " + " ".join(line.split()))
+        return 2
+    except MeshlabError as err:
+        print("error: " + " ".join(str(err).split()))
+        return 2
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
