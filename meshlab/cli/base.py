@@ -21,7 +21,8 @@ class OneLineErrors(TyperGroup):
         try:
             return super().invoke(ctx)
         except MeshlabError as err:
-            typer.echo(f"{ERROR_PREFIX}{err}", err=True)
+            for line in err.lines:
+                typer.echo(f"{ERROR_PREFIX}{line}", err=True)
             raise typer.Exit(2) from None
 
 

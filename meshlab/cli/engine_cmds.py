@@ -15,15 +15,15 @@ from meshlab.errors import MeshlabError
 app = typer_app("The experiment engine's steps (called by experiment.yml).")
 
 
-def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
+def _json(text: str | None, option: str, kind: type = dict) -> Any:
     if not text:
         return None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as err:
         raise MeshlabError(f"{option}: not valid JSON ({err})") from None
-    if not isinstance(doc, dict):
-        raise MeshlabError(f"{option}: expected a JSON object")
+    if not isinstance(doc, kind):
+        raise MeshlabError(f"{option}: expected a JSON {'object' if kind is dict else 'list'}")
     return doc
 
 
@@ -45,8 +45,8 @@ def init(
             results_dir,
             Path(resume) if resume else None,
             testbed,
-            _json_object(inventory_json, "--inventory-json"),
-            _json_object(versions_json, "--versions-json"),
+            _json(inventory_json, "--inventory-json"),
+            _json(versions_json, "--versions-json"),
         )
     )
 
@@ -99,3 +99,32 @@ def finish(run_dir: Path, interrupted: Annotated[bool, typer.Option()] = False) 
     from meshlab.experiment import engine
 
     print_json(engine.finish(run_dir, interrupted))
+
+
+@app.command()
+def preflight(
+    spec: Annotated[Path, typer.Option(help="the experiment definition")] = Path(
+        "experiments/default.yml"
+    ),
+    resume: Annotated[str, typer.Option(help="a run directory: check its experiment")] = "",
+    images_json: Annotated[str, typer.Option(help="{key: {image, tag, pinned, resolved}}")] = "",
+    nodes_json: Annotated[str, typer.Option(help="[{name, groups, vcpus, memory_mb, ...}]")] = "",
+    kubelet_json: Annotated[str, typer.Option(help="{reserved_cpus, ...}")] = "",
+    manifests: Annotated[str, typer.Option(help="directory of the rendered manifests")] = "",
+    kubelet_minor: Annotated[int, typer.Option(help="Kubernetes minor version (1.x)")] = 35,
+) -> None:
+    """(cloud) What the cluster cannot run, refused before the install (playbooks/preflight.yml)."""
+    from meshlab.cluster import preflight as checks
+
+    print_json(
+        checks.run(
+            spec,
+            Path(resume) if resume else None,
+            _json(images_json, "--images-json"),
+            _json(nodes_json, "--nodes-json", list),
+            _json(kubelet_json, "--kubelet-json"),
+            Path(manifests) if manifests else None,
+            kubelet_minor,
+        ),
+        indent=None,
+    )

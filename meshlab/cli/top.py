@@ -55,6 +55,25 @@ def compare(
 
 
 @app.command()
+def preflight(
+    experiment: Annotated[
+        Path, typer.Argument(help="the experiment definition the cloud run will use")
+    ] = Path("experiments/default.yml"),
+    resume: Annotated[Path | None, typer.Option(help="check this run's experiment")] = None,
+) -> None:
+    """Check the cloud lab before installing anything: VMs reachable, image digests resolvable,
+    every node's CPU budget (also during an arm switch), kernel features (needs a stack)."""
+    from meshlab import ansible, paths
+
+    ansible.run_playbook(
+        "playbooks/preflight.yml",
+        {"experiment": str(experiment), "resume": str(resume or "")},
+        inventory=str(paths.REPO / "inventory"),
+        title="preflight",
+    )
+
+
+@app.command()
 def up(stack: Annotated[str, typer.Option(help="Pulumi stack name")] = "dev") -> None:
     """Provision the OpenStack lab with Pulumi (needs the pulumi CLI and cloud credentials)."""
     from meshlab import stack as pulumi_stack

@@ -1,6 +1,6 @@
 """The cloud run's preflight: refuse in the first minute what would fail after the install.
 
-    python -m meshlab.cluster.preflight --spec experiments/default.yml \\
+    meshlab engine preflight --spec experiments/default.yml \\
         [--resume RUN_DIR] [--images-json JSON] \\
         [--nodes-json JSON --manifests DIR [--kubelet-minor 35]]
 
@@ -8,15 +8,12 @@ playbooks/preflight.yml runs it twice: on the controller before any VM is touche
 against what the cluster can run, the image digests it resolved), and once every VM answered (each
 node's CPU, memory and exclusive-CPU budget for the rendered manifests, steady and during an arm
 switch, and the kernel features Merbridge needs). Prints one JSON object and exits 0, or one line
-per refusal (`error: <field or node>: ...`) and exits 2.
+per refusal (`meshlab: error: <field or node>: ...`) and exits 2.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,11 +21,11 @@ from typing import Any
 import yaml
 
 from meshlab.cluster import schedule, upstream
-from meshlab.errors import MeshlabError
-from meshlab.experiment import spec as spec_mod
-from meshlab.experiment.cloud import check_fits
-from meshlab.experiment.judge import flood_numbers
-from meshlab.experiment.spec import Experiment
+from meshlab.errors import MeshlabError, RefusedError
+from meshlab.experiment.k8s_trial import check_fits
+from meshlab.record import spec as spec_mod
+from meshlab.record import store
+from meshlab.record.spec import Experiment
 
 SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
 # The files of the render that hold pods, the injection settings and the Sidecar scope.
@@ -39,11 +36,10 @@ MANIFESTS = (
 RESTART_NAMESPACES = ("meshlab",)  # merbridge_restart_namespaces
 
 
-def _experiment(args: argparse.Namespace) -> tuple[Experiment, str]:
-    if args.resume:
-        manifest = json.loads((Path(args.resume) / "manifest.json").read_text())
-        return Experiment.model_validate(manifest["experiment"]), f"{args.resume}/manifest.json"
-    return spec_mod.load(args.spec), str(args.spec)
+def _experiment(spec: Path, resume: Path | None) -> tuple[Experiment, str]:
+    if resume:
+        return store.load_manifest(resume).experiment, str(store.manifest_path(resume))
+    return spec_mod.load(spec), str(spec)
 
 
 def check_images(exp: Experiment, source: str, images: Mapping[str, Any]) -> tuple[dict, list[str]]:
@@ -144,28 +140,34 @@ def model(
 
 
 def _largest_flood(exp: Experiment) -> int:
-    return max(int(flood_numbers(f)["pods"]) for f in exp.flood_sizes)
+    return max(f.pods for f in exp.flood_sizes)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    exp, source = _experiment(args)
+def run(
+    spec: Path,
+    resume: Path | None = None,
+    images: Mapping[str, Any] | None = None,
+    hosts: list[dict[str, Any]] | None = None,
+    kubelet: Mapping[str, Any] | None = None,
+    manifests: Path | None = None,
+    kubelet_minor: int = 35,
+) -> dict[str, Any]:
+    """The checks; raises RefusedError (one line per problem) or returns what was checked."""
+    exp, source = _experiment(spec, resume)
     errors: list[str] = []
     try:
         check_fits(exp, source)
     except MeshlabError as err:
         errors.append(str(err))
-    images, image_errors = check_images(exp, source, json.loads(args.images_json or "{}"))
+    resolved, image_errors = check_images(exp, source, images or {})
     errors += image_errors
-    result: dict[str, Any] = {"ok": True, "experiment": exp.id, "images": images}
-    if args.nodes_json:
-        hosts = json.loads(args.nodes_json)
+    result: dict[str, Any] = {"ok": True, "experiment": exp.id, "images": resolved}
+    if hosts:
         errors += check_kernels(exp, hosts)
-        if args.manifests:
-            kubelet = json.loads(args.kubelet_json or "{}")
+        if manifests:
             table, problems, pods = model(
-                load_docs(Path(args.manifests)), hosts, kubelet, args.kubelet_minor,
-                _largest_flood(exp),
-            )  # fmt: skip
+                load_docs(manifests), hosts, kubelet or {}, kubelet_minor, _largest_flood(exp)
+            )
             errors += problems
             if any(arm.dataplane == "ebpf" for arm in exp.arms.values()):
                 tag = upstream.fact("merbridge", "sidecar_detection").tag
@@ -178,42 +180,3 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if errors:
         raise RefusedError(errors)
     return result
-
-
-class RefusedError(Exception):
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("; ".join(lines))
-        self.lines = lines
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m meshlab.cluster.preflight", description=__doc__)
-    p.add_argument("--spec", default="experiments/default.yml", help="experiment definition")
-    p.add_argument("--resume", default="", help="run directory: check its manifest's experiment")
-    p.add_argument("--images-json", default="", help="{key: {image, tag, pinned, resolved, error}}")
-    p.add_argument(
-        "--nodes-json", default="", help="[{name, groups, vcpus, memory_mb, kernel, cgroup2}]"
-    )
-    p.add_argument("--kubelet-json", default="", help="{reserved_cpus, worker_cpu_manager_policy}")
-    p.add_argument("--manifests", default="", help="directory with the roles' rendered manifests")
-    p.add_argument("--kubelet-minor", type=int, default=35, help="Kubernetes minor version (1.x)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        result = run(args)
-    except RefusedError as refused:
-        for line in refused.lines:
-            print("error: " + " ".join(line.split()))
-        return 2
-    except MeshlabError as err:
-        print("error: " + " ".join(str(err).split()))
-        return 2
-    print(json.dumps(result, sort_keys=True))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-FACTS_DIR = Path(__file__).resolve().parents[2] / "tests" / "unit" / "fixtures" / "upstream"
+FACTS_DIR = Path(__file__).resolve().parent / "facts"
 
 
 @dataclass(frozen=True)

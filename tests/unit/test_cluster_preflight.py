@@ -13,8 +13,9 @@ import pytest
 import yaml
 from cluster_render import DIGEST, REPO, fake_registry, playbook
 from test_cluster_schedule import KUBELET_MINOR, kubelet, stack_hosts
+from typer.testing import CliRunner
 
-from meshlab.cluster import preflight
+from meshlab.cli import app
 
 MERBRIDGE = {"image": "ghcr.io/merbridge/merbridge", "tag": "0.8.1"}
 
@@ -24,8 +25,10 @@ def images(**merbridge: str) -> str:
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str]]:
-    rc = preflight.main(list(argv))
-    return rc, capsys.readouterr().out.splitlines()
+    """`meshlab engine preflight ARGV`: (exit code, its JSON line or its refusal lines, with the
+    `meshlab: ` prefix cut so the lines read as the refusals themselves)."""
+    result = CliRunner().invoke(app, ["engine", "preflight", *argv])
+    return result.exit_code, [line.removeprefix("meshlab: ") for line in result.output.splitlines()]
 
 
 def budget_args(rendered: Path, hosts: list[dict[str, Any]]) -> list[str]:

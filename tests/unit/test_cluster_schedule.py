@@ -19,8 +19,7 @@ from cluster_render import VERSIONS, docs
 
 from infra.config import parse
 from meshlab.cluster import preflight, schedule
-from meshlab.experiment import spec as spec_mod
-from meshlab.experiment.judge import flood_numbers
+from meshlab.record import spec as spec_mod
 
 REPO = Path(__file__).resolve().parents[2]
 KUBELET_MINOR = int(VERSIONS["meshlab_versions"]["kubernetes"].split(".")[1])
@@ -53,7 +52,7 @@ def manifests(rendered: Path) -> list[dict[str, Any]]:
 
 def largest_flood(name: str = "default") -> int:
     exp = spec_mod.load(REPO / "experiments" / f"{name}.yml")
-    return max(int(flood_numbers(f)["pods"]) for f in exp.flood_sizes)
+    return max(f.pods for f in exp.flood_sizes)
 
 
 def model(rendered: Path, the_docs: list[dict[str, Any]] | None = None, **config: str):

@@ -1,6 +1,6 @@
 """The rendered roles against facts read from the pinned upstream versions' own source.
 
-Every fact lives in tests/unit/fixtures/upstream/<project>-<version>.yml with the repository, tag
+Every fact lives in meshlab/cluster/facts/<project>-<version>.yml with the repository, tag
 (and commit) and the path it was read from; meshlab.cluster.upstream refuses a fact without them.
 """
 

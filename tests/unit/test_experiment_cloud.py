@@ -12,13 +12,13 @@ import pytest
 import trial_fixtures as tf
 from typer.testing import CliRunner
 
-from meshlab.errors import MeshlabError
 from meshlab.cli import app
+from meshlab.errors import MeshlabError
 from meshlab.experiment import engine, provenance
-from meshlab.record import spec, store
-from meshlab.record.format import PlanEntry
 from meshlab.experiment.judge import Evidence, judge
 from meshlab.experiment.trialdir import TrialSlot
+from meshlab.record import spec, store
+from meshlab.record.format import PlanEntry
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "experiments" / "smoke.yml"

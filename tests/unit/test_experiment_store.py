@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from meshlab.errors import MeshlabError
 from meshlab.analysis.synthetic import SyntheticSpec, write_run
 from meshlab.core import atomic, procstat
+from meshlab.errors import MeshlabError
 from meshlab.experiment import measure, samplers
 from meshlab.record import store
 

@@ -34,7 +34,8 @@ from typing import Any
 # procstat.py is meshlab/core/procstat.py, installed beside this script by the trial_agent role:
 # the node samples with the very code the local testbed samples with.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import procstat  # noqa: E402
+import procstat
+
 
 def parse_components(specs: list[str]) -> dict[str, tuple[str, str]]:
     out = {}
