@@ -35,6 +35,7 @@ def compare(run_a: Path, run_b: Path, force: bool = False) -> str:
     lines = [f"A: {a_run.path}  ({_describe(a_run)})", f"B: {b_run.path}  ({_describe(b_run)})"]
     if mismatch:
         lines.append(f"warning: {mismatch} (compared anyway: --force)")
+    lines += [f"warning: images differ: {d}" for d in image_differences(a_run, b_run)]
     lines += ["", "Noise side by side", _table(_noise_rows(a, b))]
     rows, verdicts, unmatched = _ratio_rows(a, b)
     lines += ["", "Ratio of ratios (B's arm/baseline ratio ÷ A's), 95 % CI", _table(rows)]
@@ -48,6 +49,21 @@ def compare(run_a: Path, run_b: Path, force: bool = False) -> str:
 
 def _describe(run: Run) -> str:
     return f"{run.experiment_id}, status {run.status}, spec {run.spec_hash[:12] or '?'}"
+
+
+def image_differences(a: Run, b: Run) -> list[str]:
+    """Images (cloud: by digest) that the two runs did not share: a rerun on another Merbridge
+    build measured another eBPF arm."""
+    ia, ib = a.manifest.images, b.manifest.images
+    out = []
+    for key in sorted(set(ia) | set(ib)):
+        x, y = ia.get(key), ib.get(key)
+        if x is None or y is None:
+            only = "A" if y is None else "B"
+            out.append(f"{key} recorded only in run {only}")
+        elif (x.tag, x.digest) != (y.tag, y.digest):
+            out.append(f"{key} {x.tag} {x.digest or '?'} in A, {y.tag} {y.digest or '?'} in B")
+    return out
 
 
 def _spec_mismatch(a: Run, b: Run) -> str | None:

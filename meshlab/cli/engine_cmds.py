@@ -35,6 +35,7 @@ def init(
     testbed: Annotated[str, typer.Option(help="netns | k8s")] = "netns",
     inventory_json: Annotated[str, typer.Option(help="cloud: groups -> hosts")] = "",
     versions_json: Annotated[str, typer.Option(help="cloud: pinned versions")] = "",
+    images_json: Annotated[str, typer.Option(help="cloud: {key: {image, tag, digest}}")] = "",
 ) -> None:
     """Validate the definition, write manifest.json with the seeded plan (or resume one)."""
     from meshlab.experiment import engine
@@ -47,6 +48,7 @@ def init(
             testbed,
             _json(inventory_json, "--inventory-json"),
             _json(versions_json, "--versions-json"),
+            _json(images_json, "--images-json"),
         )
     )
 

@@ -20,7 +20,7 @@ from meshlab.errors import MeshlabError
 from meshlab.experiment import plan as planner
 from meshlab.experiment import provenance
 from meshlab.record import spec, store
-from meshlab.record.format import Manifest, PlanEntry, Rejection, TrialRecord
+from meshlab.record.format import Image, Manifest, PlanEntry, Rejection, TrialRecord
 
 TESTBEDS = ("netns", "k8s")
 
@@ -32,8 +32,10 @@ def init(
     testbed: str = "netns",
     inventory: dict[str, Any] | None = None,
     versions: dict[str, str] | None = None,
+    images: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`inventory` and `versions` describe a cloud testbed (k8s); the local one finds its own."""
+    """`inventory`, `versions` and `images` (as the preflight resolved them) describe a cloud
+    testbed (k8s); the local one finds its own."""
     if testbed not in TESTBEDS:
         raise MeshlabError(f"--testbed: {testbed!r} is not a testbed; expected netns or k8s")
     if resume:
@@ -46,6 +48,7 @@ def init(
                 f"{run_dir}: started on the {manifest.testbed} testbed; the inventory now holds "
                 f"the {testbed} testbed (resume it where it started)"
             )
+        _same_images(run_dir, manifest, images or {})
         discarded = store.discard_unfinished(run_dir)
         manifest.status = "running"
         manifest.resumed_at.append(store.now_iso())
@@ -75,6 +78,7 @@ def init(
             host={**provenance.host(), "testbed": testbed},
             inventory=inventory or {"testbed": ["localhost"], "kind": "netns"},
             pinning=_pinning(exp, testbed),
+            images={k: Image.model_validate(v) for k, v in (images or {}).items()},
         )
         discarded = []
         store.save_manifest(run_dir, manifest)  # the plan exists before the first trial
@@ -89,6 +93,18 @@ def init(
         "max_steps": len(manifest.plan) * (exp.gates.max_requeues + 1) + 1,
         "discarded_unfinished": discarded,
     }
+
+
+def _same_images(run_dir: Path, manifest: Manifest, images: dict[str, Any]) -> None:
+    """A resumed run must run the images its first trials ran: a moved tag is refused."""
+    for key, now in images.items():
+        before = manifest.images.get(key)
+        if before is not None and before.digest != now.get("digest"):
+            raise MeshlabError(
+                f"{run_dir}: images.{key}: the run started on {before.image}:{before.tag} "
+                f"{before.digest}, which now resolves to {now.get('digest')}; its trials would "
+                "mix two images (start a new run)"
+            )
 
 
 def _pinning(exp: spec.Experiment, testbed: str) -> dict[str, str] | str:

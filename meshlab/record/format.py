@@ -64,6 +64,14 @@ class Git(Model):
     dirty: bool
 
 
+class Image(Model):
+    """A container image the cloud testbed ran, as the preflight resolved it."""
+
+    image: str
+    tag: str
+    digest: str
+
+
 class Rejection(Model):
     trial_id: str
     reasons: list[str]
@@ -85,6 +93,7 @@ class Manifest(Model):
     host: dict[str, Any]
     inventory: dict[str, Any]
     pinning: dict[str, str] | str
+    images: dict[str, Image] = {}
     rejections: list[Rejection] = []
 
     @property

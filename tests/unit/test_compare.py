@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -97,3 +98,15 @@ def test_bootstrap_replicates_are_kept_only_when_asked(tmp_path: Path) -> None:
     assert analyse(run).comparisons[0].results[0].boot is None
     boot = analyse(run, keep_boot=True).comparisons[0].results[0].boot
     assert boot is not None and boot.shape == (10_000,) and np.isfinite(boot).all()
+
+
+def test_a_rerun_on_another_image_digest_is_flagged(tmp_path: Path) -> None:
+    a = write_run(tmp_path / "a", SyntheticSpec(rounds=6, write_samples=False))
+    b = write_run(tmp_path / "b", SyntheticSpec(rounds=6, noise_seed=9, write_samples=False))
+    for run_dir, digest in ((a, "sha256:" + "a" * 64), (b, "sha256:" + "b" * 64)):
+        doc = json.loads((run_dir / "manifest.json").read_text())
+        doc["images"] = {"merbridge": {"image": "ghcr.io/merbridge/merbridge", "tag": "0.8.1",
+                                       "digest": digest}}  # fmt: skip
+        (run_dir / "manifest.json").write_text(json.dumps(doc))
+    text = compare(a, b)
+    assert f"warning: images differ: merbridge 0.8.1 sha256:{'a' * 64} in A" in text

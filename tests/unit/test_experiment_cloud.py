@@ -332,3 +332,14 @@ def test_cli_prepare_and_ingest_print_json(tmp_path: Path) -> None:
     again = cli.invoke(app, ingest)
     assert again.exit_code == 2 and again.output.startswith("meshlab: error: ")
     assert "already judged" in again.output
+
+
+def test_the_images_are_recorded_and_a_moved_digest_refuses_the_resume(tmp_path: Path) -> None:
+    image = {"image": "ghcr.io/merbridge/merbridge", "tag": "0.8.1", "digest": "sha256:" + "a" * 64}
+    out = engine.init(SMOKE, tmp_path, None, "k8s", None, None, {"merbridge": image})
+    run_dir = Path(out["run_dir"])
+    assert store.load_manifest(run_dir).images["merbridge"].digest == image["digest"]
+    moved = {**image, "digest": "sha256:" + "b" * 64}
+    with pytest.raises(MeshlabError, match=r"images.merbridge: the run started on .* now resolves"):
+        engine.init(SMOKE, tmp_path, run_dir, "k8s", None, None, {"merbridge": moved})
+    assert engine.init(SMOKE, tmp_path, run_dir, "k8s", None, None, {"merbridge": image})
