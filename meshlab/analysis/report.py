@@ -54,13 +54,12 @@ def render_figures(
     analysis: Analysis, pools: figs.LatencyPools, thesis_rows: list[thesis.SpreadRow]
 ) -> list[figs.Figure_]:
     run = analysis.run
-    out = [
-        figs.latency_boxes(run),
-        figs.cpu(run),
-        figs.forest(analysis),
-        figs.timeline(run, _timelines(run)),
-        figs.cdf(run, pools),
-    ]
+    # Figures per (load point, flood) cell need at least one valid trial in it.
+    has_cells = bool(figs.cells(run))
+    out = [figs.latency_boxes(run), figs.cpu(run)] if has_cells else []
+    out += [figs.forest(analysis), figs.timeline(run, _timelines(run))]
+    if has_cells:
+        out.append(figs.cdf(run, pools))
     sweep = figs.flood_sweep(run)
     if sweep is not None:
         out.append(sweep)

@@ -30,13 +30,18 @@ from meshlab.k6.results import summarize
 from meshlab.record import store
 from meshlab.record.format import (
     COMPONENTS,
+    CpuAccount,
     CpuFigure,
     FloodRecord,
     Gate,
     Git,
+    LoadGenerator,
     Manifest,
+    NodeCpu,
     PlanEntry,
+    ScheduleLag,
     Settle,
+    SidecarLatency,
     Steal,
     Summary,
     TrialRecord,
@@ -74,6 +79,7 @@ _FULL_ROWS = [
     "iteration_duration,{t},{v},,,,,,,,,{s},,,,,,,\n",
     "iterations,{t},1.000000,,,,,,,,,{s},,,,,,,\n",
 ]
+_SIDECAR_Q = ("p50", "p90", "p99", "p999", "max")
 _MINIMAL_ROWS = [_FULL_ROWS[1], _FULL_ROWS[8]]
 
 
@@ -187,6 +193,18 @@ def _rules(flood: str) -> int:
     base = 306
     f = parse_flood(flood)
     return base + f.services * (3 + 4 * f.pods) if not f.off else base
+
+
+def _node(busy: float, elapsed: float) -> NodeCpu:
+    """Two CPUs sharing the node's busy time, tasks 97 % of it (the rest: kernel work)."""
+    cpus = {}
+    for name in ("cpu0", "cpu1"):
+        b = busy / 2
+        cpus[name] = CpuAccount(
+            elapsed=elapsed, busy=b, idle=elapsed - b, iowait=0.0, steal=0.0, task=0.97 * b,
+            ticks={"user": 0.6 * b, "nice": 0.0, "system": 0.3 * b, "irq": 0.0, "softirq": 0.1 * b},
+        )  # fmt: skip
+    return NodeCpu(task_source="/proc/schedstat", hosts={"meshlab-node": cpus})
 
 
 class _Writer:
@@ -338,6 +356,10 @@ class _Writer:
             "failed_requests": {"value": 0, "limit": 0, "pass": True},
             "steal_mean_percent": {"value": steal_mean, "limit": 0.5, "pass": steal_mean <= 0.5},
             "steal_max_percent": {"value": steal_max, "limit": 5.0, "pass": steal_max <= 5.0},
+            "schedule_lag_p99_ms": {"value": 0.9, "limit": 2.0, "pass": True},
+            "schedule_lag_max_ms": {"value": 4.0, "limit": 20.0, "pass": True},
+            "components_over_node_percent": {"value": -20.0, "limit": 1.0, "pass": True},
+            "cpu_accounting_percent": {"value": -1.5, "limit": 2.0, "pass": True},
         }
         reasons = []
         if rejected:
@@ -361,7 +383,7 @@ class _Writer:
             flood=FloodRecord.of(entry.flood, rules),
             started_at=_iso(start),
             ended_at=_iso(w1),
-            window=Window(start=w0, end=w1),
+            window=Window(start=w0, end=w1, requests=requests, planned_start=w0 - 0.2),
             settle=Settle(seconds=3.0, cpu_busy_percent=2.0, rules_stable=True, timed_out=False),
             status="rejected" if rejected else "valid",
             rejection_reasons=reasons,
@@ -372,7 +394,21 @@ class _Writer:
                 failed_requests=0,
                 latency_ms=latency,
             ),
+            load_generator=LoadGenerator(
+                env={"GOGC": "off"},
+                schedule_lag=ScheduleLag(
+                    p50_ms=0.45, p99_ms=0.9, max_ms=4.0, stalls_over_5ms=0, max_gap_ms=4.2
+                ),
+            ),
+            sidecar_latency_ms={
+                side: SidecarLatency(
+                    count=requests,
+                    **{q: latency[q] * share for q in ("p50", "p90", "p99", "p999", "max")},
+                )
+                for side, share in (("client", 0.8), ("server", 0.45))
+            },
             cpu={name: CpuFigure(**fig) for name, fig in cpu.items()},
+            node=_node(cpu["node_total"]["cpu_seconds"], w1 - w0),
             steal=Steal(mean_percent=steal_mean, max_percent=steal_max),
             pinning=self.experiment.pinning.model_dump(),
             pods={"client": "client", "server": "server"},

@@ -76,11 +76,25 @@ def prepare(
     run_dir: Path,
     index: Annotated[int, typer.Option()],
     target_url: Annotated[str, typer.Option(help="the server as k6 reaches it: http://HOST")],
+    k6_memory_limit: Annotated[
+        str, typer.Option(help="the k6 container's memory limit (workload_k6_memory), e.g. 1Gi")
+    ] = "1Gi",
 ) -> None:
     """(cloud) Create a trial's directory and load.js; say what runs where."""
     from meshlab.experiment import engine
 
-    print_json(engine.prepare(run_dir, index, target_url))
+    print_json(engine.prepare(run_dir, index, target_url, _bytes(k6_memory_limit)))
+
+
+def _bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (512Mi, 1Gi, 1G, 1000000) in bytes."""
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "K": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix) and quantity[: -len(suffix)].isdigit():
+            return int(quantity[: -len(suffix)]) * factor
+    if quantity.isdigit():
+        return int(quantity)
+    raise MeshlabError(f"--k6-memory-limit: {quantity!r} is not a memory quantity such as 1Gi")
 
 
 @app.command()

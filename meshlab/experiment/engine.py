@@ -20,7 +20,7 @@ from meshlab.errors import MeshlabError
 from meshlab.experiment import plan as planner
 from meshlab.experiment import provenance
 from meshlab.record import spec, store
-from meshlab.record.format import Image, Manifest, PlanEntry, Rejection, TrialRecord
+from meshlab.record.format import SCHEMA_VERSION, Image, Manifest, PlanEntry, Rejection, TrialRecord
 
 TESTBEDS = ("netns", "k8s")
 
@@ -49,6 +49,12 @@ def init(
                 f"the {testbed} testbed (resume it where it started)"
             )
         _same_images(run_dir, manifest, images or {})
+        if manifest.schema_version != SCHEMA_VERSION:
+            raise MeshlabError(
+                f"{run_dir}: written by an older meshlab (schema_version "
+                f"{manifest.schema_version}); its trials' figures are not this version's, so it "
+                "cannot be resumed: start a new run (meshlab report still reads it)"
+            )
         discarded = store.discard_unfinished(run_dir)
         manifest.status = "running"
         manifest.resumed_at.append(store.now_iso())
@@ -163,11 +169,12 @@ def step(run_dir: Path, indexes: list[int]) -> dict[str, Any]:
     return _record(run_dir, manifest, entries, results)
 
 
-def prepare(run_dir: Path, index: int, target_url: str) -> dict[str, Any]:
+def prepare(run_dir: Path, index: int, target_url: str, k6_memory_limit: int) -> dict[str, Any]:
     from meshlab.experiment import k8s_trial
 
     manifest = store.load_manifest(run_dir)
-    return k8s_trial.prepare(run_dir, manifest, _entries(manifest, [index])[0], target_url)
+    entry = _entries(manifest, [index])[0]
+    return k8s_trial.prepare(run_dir, manifest, entry, target_url, k6_memory_limit)
 
 
 def ingest(run_dir: Path, index: int, raw: Path) -> dict[str, Any]:

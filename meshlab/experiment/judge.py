@@ -1,7 +1,12 @@
-"""Judge one trial from its raw files and samples: summary, CPU, steal, gates -> trial.json.
+"""Judge one trial from its raw files and samples: one window, every figure over it, each
+figure beside an independent one, the gates -> trial.json.
 
 Backend-neutral: the local testbed runner and the cloud adapter hand over the same evidence.
 trial.json is written last; its presence marks the trial finished (resume relies on it).
+
+The window is the measured scenario's first to last request start, read from k6's raw CSV;
+every figure covers exactly it: latencies (k6's and the sidecars'), CPU (counters interpolated
+at its two instants), steal, the achieved rate and the requests CPU is divided by.
 """
 
 from __future__ import annotations
@@ -10,15 +15,23 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from meshlab.core import cpuwindow
 from meshlab.errors import MeshlabError
-from meshlab.experiment import measure
+from meshlab.experiment import measure, sidecar_log
 from meshlab.experiment.trialdir import TrialSlot
-from meshlab.k6.results import read_latencies_ms, summarize
+from meshlab.k6.results import Measured, read_measured, summarize
+from meshlab.k6.schedule import schedule_lag
 from meshlab.record import store
 from meshlab.record.format import (
+    CpuAccount,
     CpuFigure,
     FloodRecord,
+    LoadGenerator,
+    NodeCpu,
     Settle,
+    SidecarLatency,
     Steal,
     Summary,
     TrialRecord,
@@ -33,14 +46,16 @@ class Evidence:
 
     started_at: str
     ended_at: str
-    window: dict[str, float]  # measured window, unix seconds
+    planned_start: float  # launch + warm-up: where the measured scenario was due (unix s)
     settle: dict[str, Any]  # seconds, cpu_busy_percent, rules_stable, timed_out, rules
-    stat_rows: list[dict[str, Any]]  # proc-stat samples of the hosts that count for steal
+    stat_rows: list[dict[str, Any]]  # proc-stat samples of the hosts that ran the trial
     cgroup_rows: list[dict[str, Any]]  # cgroup-cpu samples of this trial's components
     rc: int  # k6's exit status
     k6_output: str
+    k6_env: dict[str, str]
     pinning: dict[str, str]
     pods: dict[str, str]  # client, server
+    sidecar_logs: dict[str, np.ndarray] = field(default_factory=dict)  # sidecar_log.parse rows
     problems: list[str] = field(default_factory=list)  # reasons the backend already found
 
 
@@ -61,45 +76,88 @@ def _k6_summary(slot: TrialSlot, reasons: list[str]) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def _latency(slot: TrialSlot, reasons: list[str]) -> dict[str, float]:
+def _measured(slot: TrialSlot, reasons: list[str]) -> Measured | None:
     path = slot.dir / "k6-raw.csv.gz"
     if not path.exists():
-        return {}
+        return None
     try:
-        lat = read_latencies_ms(path)
+        return read_measured(path)
     except MeshlabError as err:
         reasons.append(str(err).replace(str(slot.dir) + "/", "")[:200])
-        return {}
-    return summarize(lat) if lat.size else {}
+        return None
+
+
+def _window(ev: Evidence, lp: LoadPoint, m: Measured | None) -> Window:
+    if m is not None and m.starts_s.size >= 2:
+        return Window(
+            start=float(m.starts_s[0]),
+            end=float(m.starts_s[-1]),
+            requests=int(m.starts_s.size),
+            planned_start=ev.planned_start,
+        )
+    # No request starts to cut the window from: the planned one keeps the samples meaningful
+    # (the trial is rejected: it has no measured requests).
+    return Window(
+        start=ev.planned_start,
+        end=ev.planned_start + lp.duration_s,
+        requests=0,
+        planned_start=ev.planned_start,
+        source="planned",
+    )
 
 
 def judge(exp: Experiment, lp: LoadPoint, slot: TrialSlot, ev: Evidence) -> TrialRecord:
     """Summarise the raw files, apply the gates, write trial.json (last: it marks completion)."""
-    window = ev.window
     reasons: list[str] = list(ev.problems)
     summary_doc = _k6_summary(slot, reasons)
     if ev.rc != 0:
         last = [ln for ln in ev.k6_output.splitlines() if ln.strip()][-1:] or ["no output"]
         reasons.append(f"k6 exited {ev.rc}: {last[0][:200]}")
-    requests = int(_submetric(summary_doc, "http_reqs", "count"))
-    dropped = int(_submetric(summary_doc, "dropped_iterations", "count"))
-    failed = round(_submetric(summary_doc, "http_req_failed", "passes"))
-    achieved = requests / lp.duration_s
-    latency = _latency(slot, reasons)
+    measured = _measured(slot, reasons)
+    window = _window(ev, lp, measured)
+    requests = window.requests or 0
+    k6_requests = int(_submetric(summary_doc, "http_reqs", "count"))
+    if measured is not None and k6_requests != requests:
+        reasons.append(
+            f"k6's summary counts {k6_requests} measured requests, its raw CSV {requests}"
+        )
+    latency = summarize(measured.latency_ms) if measured is not None and requests else {}
     if not latency:
         reasons.append("no measured requests")
-    cpu = measure.component_cpu(ev.cgroup_rows, window["start"], window["end"], requests)
-    node, steal = measure.node_cpu_and_steal(ev.stat_rows, window["start"], window["end"], requests)
-    cpu.update(node)
+    # rate over the window: n starts span n - 1 intervals
+    achieved = (requests - 1) / window.seconds if requests > 1 and window.seconds > 0 else 0.0
+    lag = schedule_lag(measured.starts_s, lp.rate) if measured is not None else None
+
+    cpu, accounts, task_source = cpuwindow.trial_cpu(
+        ev.stat_rows, ev.cgroup_rows, window.start, window.end, requests
+    )
+    for host in sorted({str(r["host"]) for r in ev.stat_rows} - set(accounts)):
+        reasons.append(f"no /proc/stat samples from {host} covering the measured window")
+    if not ev.stat_rows:
+        reasons.append("no /proc/stat samples covering the measured window")
+    for name in sorted({r["component"] for r in ev.cgroup_rows} - set(cpu)):
+        reasons.append(f"no cgroup CPU samples of {name} covering the measured window")
+    mean, worst = cpuwindow.steal_percent(ev.stat_rows, window.start, window.end)
+    steal = {"mean_percent": round(mean, 4), "max_percent": round(worst, 4)}
+    node_busy = cpu.get("node_total", {}).get("cpu_seconds")
     gates, failed_gates = measure.evaluate_gates(
+        gates=exp.gates,
         rate=lp.rate,
         achieved=achieved,
-        dropped=dropped,
-        failed=failed,
+        dropped=int(_submetric(summary_doc, "dropped_iterations", "count")),
+        failed=round(_submetric(summary_doc, "http_req_failed", "passes")),
         steal=steal,
-        gates=exp.gates,
+        lag=lag,
+        components_over_node=measure.components_over_node_percent(cpu, node_busy),
+        accounting=measure.accounting_percent(accounts),
     )
     reasons += failed_gates
+    sidecars = {}
+    for name, rows in ev.sidecar_logs.items():
+        figures = sidecar_log.summarize(rows, window.start, window.end)
+        if figures is not None:
+            sidecars[name] = SidecarLatency(**figures)
+
     entry = slot.entry
     record = TrialRecord(
         trial_id=slot.id,
@@ -114,7 +172,7 @@ def judge(exp: Experiment, lp: LoadPoint, slot: TrialSlot, ev: Evidence) -> Tria
         flood=FloodRecord.of(entry.flood, ev.settle.get("rules")),
         started_at=ev.started_at,
         ended_at=ev.ended_at,
-        window=Window(**window),
+        window=window,
         settle=Settle(**{k: v for k, v in ev.settle.items() if k != "rules"}),
         status="rejected" if reasons else "valid",
         rejection_reasons=reasons,
@@ -122,10 +180,21 @@ def judge(exp: Experiment, lp: LoadPoint, slot: TrialSlot, ev: Evidence) -> Tria
         summary=Summary(
             requests=requests,
             achieved_rate=round(achieved, 3),
-            failed_requests=failed,
+            failed_requests=round(_submetric(summary_doc, "http_req_failed", "passes")),
             latency_ms=latency,
         ),
+        load_generator=LoadGenerator(env=ev.k6_env, schedule_lag=lag),
+        sidecar_latency_ms=sidecars,
         cpu={name: CpuFigure(**fig) for name, fig in cpu.items()},
+        node=NodeCpu(
+            task_source=task_source,
+            hosts={
+                host: {c: CpuAccount(**a.as_dict()) for c, a in cpus.items()}
+                for host, cpus in accounts.items()
+            },
+        )
+        if accounts
+        else None,
         steal=Steal(**steal),
         pinning=ev.pinning,
         pods=ev.pods,

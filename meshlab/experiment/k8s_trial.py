@@ -50,6 +50,7 @@ from meshlab.record.spec import Experiment
 MERBRIDGE_STATE = dict(zip(CLOUD_DATAPLANES, ("absent", "present"), strict=True))
 K6_FILES = ("k6-raw.csv.gz", "k6-summary.json")
 RAW_DIR_NAME = ".raw"
+SAMPLE_INTERVAL_S = 0.2  # as on the local testbed: the window's edges are interpolated
 
 
 def check_fits(exp: Experiment, source: str) -> None:
@@ -75,7 +76,9 @@ def check_fits(exp: Experiment, source: str) -> None:
             )
 
 
-def prepare(run_dir: Path, manifest: Manifest, entry: PlanEntry, target_url: str) -> dict[str, Any]:
+def prepare(
+    run_dir: Path, manifest: Manifest, entry: PlanEntry, target_url: str, k6_memory_limit: int
+) -> dict[str, Any]:
     """Create the trial dir and its load.js; say what the playbook needs to run k6."""
     exp = manifest.experiment
     lp = load_point(exp, entry.load_point)
@@ -96,7 +99,8 @@ def prepare(run_dir: Path, manifest: Manifest, entry: PlanEntry, target_url: str
         "flood": entry.flood.as_dict(),
         # Paths relative to the node's trial directory (the node agent runs k6 there).
         "k6_args": load.run_args(K6_FILES[0], K6_FILES[1], "load.js"),
-        "k6_env": [f"{k}={v}" for k, v in load.K6_ENV.items()],
+        "k6_env": [f"{k}={v}" for k, v in load.k6_env(lp, k6_memory_limit).items()],
+        "sample_interval_s": SAMPLE_INTERVAL_S,
         "time_limit_s": load.time_limit_s(lp),
     }
 
@@ -164,12 +168,6 @@ def _settle(raw: Path, problems: list[str]) -> dict[str, Any]:
     }
 
 
-def _covers(rows: list[dict[str, Any]], window: dict[str, float]) -> bool:
-    """Samples from before the window's start to after its end (1 s of slack each side)."""
-    ts = [float(r["t"]) for r in rows]
-    return len(ts) >= 2 and min(ts) <= window["start"] + 1 and max(ts) >= window["end"] - 1
-
-
 def _place_k6_files(raw: Path, slot: TrialSlot, problems: list[str]) -> str:
     for name in K6_FILES:
         if (raw / name).exists():
@@ -214,17 +212,16 @@ def ingest(run_dir: Path, manifest: Manifest, entry: PlanEntry, raw: Path) -> Tr
         ts = [float(r["t"]) for rows in stat_all.values() for r in rows]
         started = min(ts) if ts else 0.0
     ended = run.get("ended") if isinstance(run.get("ended"), int | float) else started
-    window = {"start": started + lp.warmup_s, "end": started + lp.warmup_s + lp.duration_s}
 
-    # Steal counts on the nodes that ran this trial's containers (all nodes if that is unknown).
+    # Steal and node CPU count the nodes that ran this trial's containers (all nodes if that
+    # is unknown); the judge rejects any of them, or any container, whose samples do not cover
+    # the measured window.
     measured = sorted({c["host"] for c in containers.values()}) or sorted(stat_all)
     for host in measured:
-        if not _covers(stat_all.get(host, []), window):
+        if not stat_all.get(host):
             problems.append(f"no /proc/stat samples from {host} covering the measured window")
     for name in COMPONENTS:
-        if name in containers and not _covers(
-            [r for r in cg_rows if r["component"] == name], window
-        ):
+        if name in containers and not any(r["component"] == name for r in cg_rows):
             problems.append(f"no cgroup CPU samples of {name} covering the measured window")
     stat_rows = [r for h in measured for r in stat_all.get(h, [])]
 
@@ -238,12 +235,13 @@ def ingest(run_dir: Path, manifest: Manifest, entry: PlanEntry, raw: Path) -> Tr
     evidence = Evidence(
         started_at=store.iso_of(started),
         ended_at=store.iso_of(ended),
-        window=window,
+        planned_start=started + lp.warmup_s,
         settle=settled,
         stat_rows=stat_rows,
         cgroup_rows=cg_rows,
         rc=rc,
         k6_output=k6_output,
+        k6_env={str(k): str(v) for k, v in (run.get("env") or {}).items()},
         pinning={
             name: str(containers[name].get("cpus", "")) for name in COMPONENTS if name in containers
         },

@@ -8,10 +8,33 @@ import json
 
 from meshlab.record.spec import LoadPoint
 
-# CSV timestamps in microseconds since the epoch: the window cut needs sub-second resolution.
-K6_ENV = {"K6_CSV_TIME_FORMAT": "unix_micro"}
 # k6 gets this long beyond warm-up + measured window before it is killed.
 TIME_LIMIT_GRACE_S = 60
+# k6 pinned to one CPU used to stop starting requests for 16-70 ms about once a second
+# (issue: the tail was partly k6's own). Measured causes and what removes them:
+# - its CSV output gzip-compresses a second of rows at a time, on the only CPU it has: the
+#   rows are buffered for the whole run instead and written after the last request;
+# - the Go garbage collector: off for the run; GOMEMLIMIT is the ceiling where it comes back
+#   (a 20 s run at 1000 req/s peaked at 390 MB); docs/methodology.md has the measurements.
+K6_BYTES_PER_REQUEST = 40_000  # about 2x what the run above held per request, GC off
+K6_MEMORY_FLOOR = 512 << 20
+K6_MEMORY_CEILING = 4 << 30
+
+
+def k6_env(lp: LoadPoint, memory_limit: int | None = None) -> dict[str, str]:
+    """The environment k6 runs with. `memory_limit` (bytes) is its container's limit on the
+    cloud: GOMEMLIMIT stays at 75 % of it so the kernel never OOM-kills k6 mid-trial."""
+    requests = lp.rate * (lp.warmup_s + lp.duration_s)
+    ceiling = K6_MEMORY_CEILING if memory_limit is None else int(0.75 * memory_limit)
+    limit = min(max(K6_MEMORY_FLOOR, K6_BYTES_PER_REQUEST * requests), ceiling)
+    return {
+        # CSV timestamps in microseconds: the window is cut from the request starts.
+        "K6_CSV_TIME_FORMAT": "unix_micro",
+        "K6_CSV_SAVE_INTERVAL": f"{time_limit_s(lp)}s",
+        "GOGC": "off",
+        "GOMEMLIMIT": f"{limit >> 20}MiB",
+    }
+
 
 # Thresholds that always pass force k6 to export these per-scenario submetrics in its summary.
 _SUBMETRICS = (

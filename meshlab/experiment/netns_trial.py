@@ -7,6 +7,8 @@ written last: its presence is what marks a trial finished (resume relies on it).
 
 from __future__ import annotations
 
+import gzip
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from typing import Any
 
 from meshlab.core import atomic
 from meshlab.core.procstat import read_jsonl
-from meshlab.experiment import load
+from meshlab.experiment import load, sidecar_log
 from meshlab.experiment.judge import Evidence, judge
 from meshlab.experiment.samplers import Sampler, cpu_busy_now
 from meshlab.experiment.trialdir import (
@@ -30,6 +32,11 @@ from meshlab.record.format import Manifest, PlanEntry, TrialRecord
 from meshlab.record.spec import Experiment, LoadPoint
 from meshlab.testbed import state as tb_state
 from meshlab.testbed.iptables import save_line_count
+
+SAMPLE_INTERVAL_S = 0.2  # counters are interpolated at the window's edges between samples
+ACCESS_LOG_FLUSH_S = 0.6  # Envoy writes its access logs every 0.25 s (testbed_sidecar)
+HARNESS_CGROUP = "harness"
+MONITORING_CGROUP = "node/monitoring"  # testbed_monitoring's Prometheus and node_exporter
 
 
 def _pods_of_pair(tb: dict[str, Any], pair: int) -> dict[str, dict[str, Any]]:
@@ -144,7 +151,7 @@ def _run_k6(trials: list[_Trial], tb: dict[str, Any], lp: LoadPoint) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**load.K6_ENV, "PATH": "/usr/bin:/bin"},
+            env={**load.k6_env(lp), "PATH": "/usr/bin:/bin"},
         )
         for t in trials
     ]
@@ -159,26 +166,52 @@ def _run_k6(trials: list[_Trial], tb: dict[str, Any], lp: LoadPoint) -> None:
         trial.rc, trial.k6_output = proc.returncode, out
 
 
+def _join_harness(tb: dict[str, Any]) -> Path:
+    """Move this process (the step and its sampler thread) into the harness cgroup, so its
+    CPU is measured per trial like everything else on the testbed's CPUs."""
+    harness = Path(tb["cgroup_root"]) / HARNESS_CGROUP
+    harness.mkdir(exist_ok=True)
+    (harness / "cgroup.procs").write_text(str(os.getpid()))
+    return harness
+
+
+def _access_logs(tb: dict[str, Any], pair: int) -> dict[str, Path]:
+    pods = _pods_of_pair(tb, pair)
+    return {
+        sidecar: Path(tb["run_dir"], pods[sidecar]["name"], "access", f"{direction}.log")
+        for sidecar, direction in sidecar_log.LOGS.items()
+    }
+
+
 def run_step(run_dir: Path, manifest: Manifest, entries: list[PlanEntry]) -> list[TrialRecord]:
     exp = manifest.experiment
     tb = tb_state.load()
     lp = load_point(exp, entries[0].load_point)
     trials = [_prepare(run_dir, exp, tb, manifest.plan, e, lp) for e in entries]
+    shared = {
+        "harness": _join_harness(tb),
+        "monitoring": Path(tb["cgroup_root"]) / MONITORING_CGROUP,
+    }
 
     settled = settle(tb, exp.gates)
-    # Components of both duet pairs are sampled together, told apart by an @pair suffix.
+    # Components of both duet pairs are sampled together, told apart by an @pair suffix; the
+    # housekeeping cgroups belong to every trial of the step.
     components = {f"{n}@{t.entry.pair}": p for t in trials for n, p in t.components.items()}
+    components.update(shared)
+    logs = {t.entry.pair: _access_logs(tb, t.entry.pair) for t in trials}
+    for path in (p for by_sidecar in logs.values() for p in by_sidecar.values()):
+        os.truncate(path, 0)  # Envoy appends: the file now holds this step's requests only
     scratch = trials[0].dir
     started_at = store.now_iso()
     with (
         (scratch / ".proc-stat.jsonl").open("w") as ps,
         (scratch / ".cgroup-cpu.jsonl").open("w") as cg,
-        Sampler(ps, cg, components),
+        Sampler(ps, cg, components, interval=SAMPLE_INTERVAL_S),
     ):
         t_launch = time.time()
         _run_k6(trials, tb, lp)
     ended_at = store.now_iso()
-    window = {"start": t_launch + lp.warmup_s, "end": t_launch + lp.warmup_s + lp.duration_s}
+    time.sleep(ACCESS_LOG_FLUSH_S)  # the sidecars' last lines reach their files
     stat_rows = read_jsonl(scratch / ".proc-stat.jsonl")
     cg_rows_all = read_jsonl(scratch / ".cgroup-cpu.jsonl")
     proc_stat_raw = (scratch / ".proc-stat.jsonl").read_bytes()
@@ -191,7 +224,7 @@ def run_step(run_dir: Path, manifest: Manifest, entries: list[PlanEntry]) -> lis
         cg_rows = [
             {**r, "component": r["component"].removesuffix(suffix)}
             for r in cg_rows_all
-            if r["component"].endswith(suffix)
+            if r["component"].endswith(suffix) or r["component"] in shared
         ]
         # Raw files get their final names only now, complete (rename is atomic).
         for name in ("k6-raw.csv.gz", "k6-summary.json"):
@@ -200,18 +233,25 @@ def run_step(run_dir: Path, manifest: Manifest, entries: list[PlanEntry]) -> lis
         atomic.write_bytes(t.dir / "proc-stat.jsonl", proc_stat_raw)
         atomic.write_jsonl(t.dir / "cgroup-cpu.jsonl", cg_rows)
         atomic.write_bytes(t.dir / "k6-output.txt", t.k6_output.encode())
+        sidecar_rows = {}
+        for sidecar, path in logs[t.entry.pair].items():
+            text = path.read_text(errors="replace")
+            atomic.write_bytes(t.dir / f"envoy-{sidecar}.log.gz", gzip.compress(text.encode(), 6))
+            sidecar_rows[sidecar] = sidecar_log.parse(text)
         pods = _pods_of_pair(tb, t.entry.pair)
         evidence = Evidence(
             started_at=started_at,
             ended_at=ended_at,
-            window=window,
+            planned_start=t_launch + lp.warmup_s,
             settle=settled,
             stat_rows=stat_rows,
             cgroup_rows=cg_rows,
             rc=t.rc,
             k6_output=t.k6_output,
+            k6_env=load.k6_env(lp),
             pinning=t.cpus,
             pods={"client": pods["client"]["name"], "server": pods["server"]["name"]},
+            sidecar_logs=sidecar_rows,
         )
         results.append(judge(exp, lp, t.slot, evidence))
     return results

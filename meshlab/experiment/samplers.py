@@ -1,6 +1,7 @@
-"""Per-second CPU samples during a trial: /proc/stat (every CPU, steal included) and each
-component cgroup's cpu.stat. Samples are cumulative counters; rates come from differences.
-The row formats are meshlab.core.procstat's, the same the cloud nodes' agent writes."""
+"""CPU samples during a trial (every 0.2 s on the local testbed): /proc/stat (every CPU,
+steal included, with the per-CPU task time) and each component cgroup's cpu.stat. Samples are
+cumulative counters; figures come from differences. The row formats are meshlab.core.procstat's,
+the same the cloud nodes' agent writes."""
 
 from __future__ import annotations
 
@@ -10,30 +11,11 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from meshlab.core.procstat import cgroup_row, parse_proc_stat, stat_row
-
-# guest time is already counted in user (and guest_nice in nice): never add it twice.
-_BUSY = ("user", "nice", "system", "irq", "softirq", "steal")
-_IDLE = ("idle", "iowait")
-
-
-def busy_and_total(a: dict[str, int], b: dict[str, int]) -> tuple[int, int]:
-    busy = sum(b[k] - a[k] for k in _BUSY)
-    return busy, busy + sum(b[k] - a[k] for k in _IDLE)
-
-
-def steal_percent(a: dict[str, int], b: dict[str, int]) -> float:
-    _, total = busy_and_total(a, b)
-    return 100.0 * (b["steal"] - a["steal"]) / total if total > 0 else 0.0
-
-
-def busy_percent(a: dict[str, int], b: dict[str, int]) -> float:
-    busy, total = busy_and_total(a, b)
-    return 100.0 * busy / total if total > 0 else 0.0
+from meshlab.core.procstat import USER_HZ, cgroup_row, parse_proc_stat, read_task_time, stat_row
 
 
 class Sampler:
-    """Writes one JSON line per second per source until stopped (a daemon thread)."""
+    """Writes one JSON line per interval per source until stopped (a daemon thread)."""
 
     def __init__(
         self,
@@ -53,7 +35,7 @@ class Sampler:
     def sample(self) -> None:
         t = time.time()
         stat = Path("/proc/stat").read_text()
-        self.proc_stat_out.write(stat_row(t, self.host, stat, ("", {})) + "\n")
+        self.proc_stat_out.write(stat_row(t, self.host, stat, read_task_time()) + "\n")
         for name, cgroup in self.components.items():
             try:
                 text = (cgroup / "cpu.stat").read_text()
@@ -79,8 +61,18 @@ class Sampler:
 
 
 def cpu_busy_now(seconds: float = 1.0) -> float:
-    """Busiest CPU's busy % over `seconds` (the settle gate's idleness check)."""
-    a = parse_proc_stat(Path("/proc/stat").read_text())
+    """The busiest CPU's busy % over `seconds` from the precise counters (1 - idle share; the
+    settle gate's idleness check)."""
+
+    def not_busy() -> tuple[float, dict[str, float]]:
+        cpus = parse_proc_stat(Path("/proc/stat").read_text())
+        return time.time(), {
+            c: sum(v[m] for m in ("idle", "iowait", "steal")) / USER_HZ
+            for c, v in cpus.items()
+            if c != "cpu"
+        }
+
+    t0, a = not_busy()
     time.sleep(seconds)
-    b = parse_proc_stat(Path("/proc/stat").read_text())
-    return max(busy_percent(a[c], b[c]) for c in a if c != "cpu")
+    t1, b = not_busy()
+    return max(0.0, max(100.0 * (1 - (b[c] - a[c]) / (t1 - t0)) for c in a))

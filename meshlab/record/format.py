@@ -21,15 +21,23 @@ from meshlab.core.flood import Flood
 from meshlab.errors import MeshlabError
 from meshlab.record.spec import Experiment, FloodSize, LoadPoint, error_message, field_path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Schema 1 runs (before the precise CPU figures and the measured window) are read through
+# meshlab.record.upgrade, which re-derives their figures from their raw files.
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 TRIAL = "trial.json"
 
 # The components whose CPU every trial measures (cgroups on the local testbed, containers on
 # the cloud), and the node-wide figure beside them.
 COMPONENTS = ("client_sidecar", "server_sidecar", "app", "k6")
+# What else runs on the testbed's CPUs, measured the same way so it can be told apart: the
+# monitoring daemons (Prometheus, node_exporter) and the harness (the trial step, its samplers).
+HOUSEKEEPING = ("monitoring", "harness")
 NODE = "node_total"
 CPU_FIGURES = (*COMPONENTS, NODE)
+# The two sidecars' own request logs (Envoy access logs): client outbound, server inbound.
+SIDECARS = ("client", "server")
 # summary.latency_ms keys, in order (k6's per-request http_req_duration of the measured window).
 LATENCY_KEYS = ("p5", "p25", "p50", "p75", "p90", "p95", "p99", "p999", "mean", "min", "max")
 RUN_STATUSES = ("running", "complete", "interrupted", "failed", "environment-unfit")
@@ -78,7 +86,7 @@ class Rejection(Model):
 
 
 class Manifest(Model):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     experiment: Experiment
     spec_hash: str
     spec_file: str | None = None
@@ -118,10 +126,20 @@ class FloodRecord(Model):
 
 
 class Window(Model):
-    """The measured window, unix seconds."""
+    """The one window every figure of a trial covers, unix seconds: k6's first to last
+    measured request start (source "k6 iteration starts"). `planned_start` is launch + warm-up,
+    where the measured scenario was due; "planned" marks an upgraded schema-1 trial, whose
+    window was launch + warm-up .. + duration."""
 
     start: float
     end: float
+    requests: int | None = None
+    planned_start: float | None = None
+    source: Literal["k6 iteration starts", "planned"] = "k6 iteration starts"
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
 
 
 class Settle(Model):
@@ -157,8 +175,55 @@ class Steal(Model):
     max_percent: float
 
 
+class ScheduleLag(Model):
+    """How late k6 started requests against its own constant-arrival-rate schedule."""
+
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    stalls_over_5ms: int  # consecutive starts more than 5 ms further apart than 1/rate
+    max_gap_ms: float
+
+
+class LoadGenerator(Model):
+    env: dict[str, str]  # the environment k6 ran with (GC, output buffering)
+    schedule_lag: ScheduleLag | None
+
+
+class SidecarLatency(Model):
+    """One sidecar's own request durations over the window (Envoy access log), ms."""
+
+    count: int
+    p50: float
+    p90: float
+    p99: float
+    p999: float
+    max: float
+
+
+class CpuAccount(Model):
+    """One CPU over the window, seconds (meshlab.core.cpuwindow.CpuAccount)."""
+
+    elapsed: float
+    busy: float
+    idle: float
+    iowait: float
+    steal: float
+    task: float | None
+    ticks: dict[str, float]
+
+
+class NodeCpu(Model):
+    """Where node_total comes from: per host and CPU, busy = elapsed - idle - iowait - steal;
+    `task_source` names the independent per-CPU task time, or is empty."""
+
+    source: Literal["idle complement"] = "idle complement"
+    task_source: str
+    hosts: dict[str, dict[str, CpuAccount]]
+
+
 class TrialRecord(Model):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     trial_id: str
     plan_index: int
     round: int
@@ -177,7 +242,10 @@ class TrialRecord(Model):
     rejection_reasons: list[str]
     gates: dict[str, Gate]
     summary: Summary
+    load_generator: LoadGenerator
+    sidecar_latency_ms: dict[str, SidecarLatency]
     cpu: dict[str, CpuFigure]
+    node: NodeCpu | None
     steal: Steal
     pinning: dict[str, str]
     pods: dict[str, str]
@@ -218,10 +286,10 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise MeshlabError(f"{path}: expected a JSON object")
     version = doc.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise MeshlabError(
             f"{path}: schema_version {version!r} is not supported (this meshlab reads "
-            f"{SCHEMA_VERSION})"
+            f"{', '.join(map(str, READABLE_VERSIONS))})"
         )
     return doc
 
@@ -245,7 +313,12 @@ def read_manifest(path: Path) -> Manifest:
 
 
 def read_trial(path: Path) -> TrialRecord:
-    return _validate(TrialRecord, path, _read(path))
+    doc = _read(path)
+    if doc["schema_version"] == 1:
+        from meshlab.record.upgrade import trial_from_v1  # re-derives from the raw files
+
+        doc = trial_from_v1(path, doc)
+    return _validate(TrialRecord, path, doc)
 
 
 def dump(record: BaseModel) -> dict[str, Any]:

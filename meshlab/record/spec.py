@@ -72,6 +72,12 @@ class Gates(_Strict):
     steal_mean_percent: Annotated[float, Field(ge=0)] = 0.5
     steal_max_percent: Annotated[float, Field(ge=0)] = 5.0
     rate_tolerance_percent: Annotated[float, Field(ge=0, le=50)] = 1.0
+    # k6 must start requests on schedule: how late its starts ran (k6/schedule.py)
+    schedule_lag_p99_ms: Annotated[float, Field(gt=0)] = 2.0
+    schedule_lag_max_ms: Annotated[float, Field(gt=0)] = 20.0
+    # every figure agrees with an independent one (experiment/measure.py)
+    components_over_node_percent: Annotated[float, Field(ge=0)] = 1.0
+    cpu_accounting_percent: Annotated[float, Field(ge=0)] = 2.0
     max_requeues: Annotated[int, Field(ge=0, le=20)] = 2
     max_rejected_share: Annotated[float, Field(ge=0, le=1)] = 0.2
     settle_cpu_busy_percent: Annotated[float, Field(gt=0, le=100)] = 25.0

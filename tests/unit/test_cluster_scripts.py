@@ -203,7 +203,7 @@ def test_agent_sample_stops_at_its_deadline(tmp_path: Path) -> None:
         ["sample", "--out-dir", str(out), "--crictl", str(crictl), "--cgroup-root", str(root),
          "--stop-file", str(tmp_path / "never"), "--max-seconds", "1.5"]
     )  # fmt: skip
-    assert 2 <= len((out / "proc-stat.jsonl").read_text().splitlines()) <= 3
+    assert 7 <= len((out / "proc-stat.jsonl").read_text().splitlines()) <= 9  # 0.2 s apart
 
 
 def test_agent_k6_is_pinned_bounded_and_in_the_pods_network_namespace() -> None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from meshlab.analysis.synthetic import SyntheticSpec, write_run
 from meshlab.core import atomic, procstat
 from meshlab.errors import MeshlabError
-from meshlab.experiment import measure, samplers
 from meshlab.record import store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "proc"
@@ -64,15 +62,6 @@ def test_proc_stat_parsing_keeps_every_cpu_and_steal():
     assert short["cpu0"]["steal"] == 0
 
 
-def test_steal_and_busy_percent_between_two_samples():
-    a = procstat.parse_proc_stat((FIXTURES / "stat-a.txt").read_text())
-    b = procstat.parse_proc_stat((FIXTURES / "stat-b.txt").read_text())
-    # cpu1: busy 20+0+20+0+5+10 = 55 ticks, idle 75 -> total 130; steal 10/130.
-    assert samplers.steal_percent(a["cpu1"], b["cpu1"]) == pytest.approx(100 * 10 / 130)
-    assert samplers.busy_percent(a["cpu1"], b["cpu1"]) == pytest.approx(100 * 55 / 130)
-    assert samplers.steal_percent(a["cpu0"], b["cpu0"]) == 0
-
-
 def test_cgroup_cpu_stat_parsing():
     cpu = procstat.parse_cpu_stat((FIXTURES / "cpu.stat").read_text())
     assert (cpu["usage_usec"], cpu["user_usec"], cpu["system_usec"]) == (
@@ -80,59 +69,3 @@ def test_cgroup_cpu_stat_parsing():
         1_500_000,
         1_000_000,
     )
-
-
-def _stat_rows(steal_per_second: list[int]):
-    rows, ticks = [], {"user": 0, "nice": 0, "system": 0, "idle": 0, "iowait": 0, "irq": 0,
-                       "softirq": 0, "steal": 0, "guest": 0, "guest_nice": 0}  # fmt: skip
-    for t, steal in enumerate([0, *steal_per_second]):
-        ticks = {**ticks, "steal": ticks["steal"] + steal, "idle": ticks["idle"] + 100 - steal}
-        rows.append({"t": float(t), "host": "h", "cpus": {"cpu": ticks, "cpu0": ticks}})
-    return rows
-
-
-def test_window_steal_mean_and_max():
-    rows = _stat_rows([0, 0, 6, 0, 0, 0, 0, 0, 0, 0])
-    _, steal = measure.node_cpu_and_steal(rows, 0.0, 10.0, requests=1000)
-    assert steal == {"mean_percent": pytest.approx(0.6), "max_percent": pytest.approx(6.0)}
-    # The same spike outside the measured window does not count.
-    _, later = measure.node_cpu_and_steal(rows, 5.0, 10.0, requests=1000)
-    assert later["max_percent"] == 0
-
-
-def test_component_cpu_per_1000_requests():
-    rows = [{"t": float(t), "host": "h", "component": "client_sidecar", "usage_usec": t * 250_000}
-            for t in range(0, 12)]  # fmt: skip
-    cpu = measure.component_cpu(rows, 1.0, 11.0, requests=5000)
-    assert cpu["client_sidecar"]["cpu_seconds"] == pytest.approx(2.5)
-    assert cpu["client_sidecar"]["per_1000_requests"] == pytest.approx(0.5)
-    assert cpu["client_sidecar"]["max_percent"] == pytest.approx(25.0)
-
-
-GATES = SimpleNamespace(rate_tolerance_percent=1.0, steal_mean_percent=0.5, steal_max_percent=5.0)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "reasons"),
-    [
-        ({}, []),
-        ({"dropped": 3}, ["dropped_iterations 3 exceeds 0"]),
-        ({"achieved": 985.0}, ["achieved_rate_error 1.5 exceeds 1.0"]),
-        ({"failed": 1}, ["failed_requests 1 exceeds 0"]),
-        (
-            {"steal": {"mean_percent": 0.6, "max_percent": 1.0}},
-            ["steal_mean_percent 0.6 exceeds 0.5"],
-        ),
-        (
-            {"steal": {"mean_percent": 0.1, "max_percent": 5.5}},
-            ["steal_max_percent 5.5 exceeds 5.0"],
-        ),
-    ],
-)
-def test_gates(kwargs, reasons):
-    calm = {"mean_percent": 0.0, "max_percent": 0.0}
-    args = {"rate": 1000, "achieved": 1000.0, "dropped": 0, "failed": 0, "steal": calm}
-    args.update({"gates": GATES, **kwargs})
-    table, why = measure.evaluate_gates(**args)
-    assert why == reasons
-    assert all(g["pass"] for g in table.values()) == (not reasons)

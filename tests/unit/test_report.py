@@ -205,12 +205,10 @@ def test_manifest_without_plan(tmp_path: Path) -> None:
 def test_unknown_schema_version(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
     doc = json.loads((run_dir / "manifest.json").read_text())
-    doc["schema_version"] = 2
+    doc["schema_version"] = 9
     (run_dir / "manifest.json").write_text(json.dumps(doc))
     _one_line_error(
-        run_dir,
-        r"manifest.json: schema_version 2 is not supported \(this meshlab "
-        r"reads 1\)",
+        run_dir, r"manifest.json: schema_version 9 is not supported \(this meshlab reads 1, 2\)"
     )
 
 
@@ -284,3 +282,10 @@ def test_too_many_rejections_mark_the_environment_unfit(tmp_path: Path) -> None:
     html = build(run_dir).read_text()
     assert "<b>Environment unfit.</b> 4 of 16 trials (25 %)" in html
     assert json.loads((run_dir / "derived" / "stats.json").read_text())["environment_unfit"]
+
+
+def test_a_run_whose_every_trial_was_rejected_still_reports(tmp_path: Path) -> None:
+    rejects = tuple((r, arm) for r in (1, 2) for arm in ("iptables", "ebpf"))
+    spec = SyntheticSpec(rounds=2, reject=rejects, requeue=False, status="environment-unfit")
+    html = build(write_run(tmp_path, spec)).read_text()
+    assert "<b>Environment unfit.</b> 4 of 4 trials (100 %)" in html

@@ -18,19 +18,37 @@ T0 = 1_795_600_000.0  # k6 launch (unix seconds)
 COMPONENTS = ("client_sidecar", "server_sidecar", "app", "k6")
 
 
-def write_k6(tdir: Path, *, rate: int, duration_s: int, dropped: int = 0, failed: int = 0) -> None:
-    """k6-raw.csv.gz with rate*duration measured requests (and a warm-up row) + k6-summary.json."""
+def write_k6(
+    tdir: Path,
+    *,
+    rate: int,
+    duration_s: int,
+    dropped: int = 0,
+    failed: int = 0,
+    warmup_s: float = 5,
+    stall: tuple[int, float] | None = None,
+) -> None:
+    """k6-raw.csv.gz with rate*duration measured requests started on schedule from
+    T0 + warmup_s (and a warm-up row) + k6-summary.json. stall=(i, ms): request i and the ones
+    due during the next `ms` start late, all at once (k6 stalled, then caught up)."""
     requests = rate * duration_s
     rows = [K6_HEADER]
     rows.append(
         "http_req_duration,1795600000000000,9.000000,,,,true,,GET,http://x/get,HTTP/1.1,warmup,,200,,,http://x/get,,"
     )
+    first = T0 + warmup_s
+    late_until = None if stall is None else first + stall[0] / rate + stall[1] / 1000
     for i in range(requests):
         ms = 0.25 + (i % 100) / 1000  # 0.250 .. 0.349 ms
+        start = first + i / rate
+        if late_until is not None and start < late_until and i >= stall[0]:
+            start = late_until
+        end_us = round((start + ms / 1000) * 1e6)
         rows.append(
-            f"http_req_duration,{1795600005000000 + i},{ms:.6f},,,,true,,GET,http://x/get,HTTP/1.1,"
+            f"http_req_duration,{end_us},{ms:.6f},,,,true,,GET,http://x/get,HTTP/1.1,"
             "measure,,200,,,http://x/get,,"
         )
+        rows.append(f"iteration_duration,{end_us},{ms + 0.01:.6f},,,,,,,,,measure,,,,,,,")
     with gzip.open(tdir / "k6-raw.csv.gz", "wt") as fh:
         fh.write("\n".join(rows) + "\n")
     summary = {
@@ -77,17 +95,17 @@ def proc_stat_rows(
 
 
 def cgroup_rows(
-    host: str, components: tuple[str, ...], seconds: int, *, start: float = T0
+    host: str, components: tuple[str, ...], seconds: int, *, start: float = T0, per_s: float = 0.1
 ) -> list[dict[str, Any]]:
-    """Cumulative cpu.stat samples: each component uses 0.1 CPU-s per second."""
+    """Cumulative cpu.stat samples: each component uses `per_s` CPU-s per second."""
     return [
         {
             "t": start + s,
             "host": host,
             "component": name,
-            "usage_usec": 100_000 * s,
-            "user_usec": 60_000 * s,
-            "system_usec": 40_000 * s,
+            "usage_usec": round(1e6 * per_s * s),
+            "user_usec": round(0.6e6 * per_s * s),
+            "system_usec": round(0.4e6 * per_s * s),
         }
         for s in range(seconds + 1)
         for name in components

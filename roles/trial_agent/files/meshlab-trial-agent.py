@@ -2,8 +2,8 @@
 """The node side of one cloud trial (installed by the trial_agent role; standard library only).
 
   meshlab-trial-agent sample --out-dir D --host H --stop-file F --max-seconds N --component ...
-      Once per second (aligned to wall-clock seconds, like the steal recorder): one /proc/stat
-      line to D/proc-stat.jsonl and one cpu.stat line per experiment container on this node to
+      Every --interval seconds (0.2, aligned to the wall clock): one /proc/stat line (with the
+      per-CPU task time) to D/proc-stat.jsonl and one cpu.stat line per experiment container to
       D/cgroup-cpu.jsonl (the formats of results/README.md), until F exists or N seconds passed.
       D/containers.json says which container is which component (pod, cgroup, CPUs).
 
@@ -151,7 +151,8 @@ def sample(args: argparse.Namespace) -> int:
     write_json(out / "containers.json", containers)
     stop = Path(args.stop_file)
     deadline = time.time() + args.max_seconds
-    next_t = float(int(time.time()) + 1)
+    step = args.interval
+    next_t = (int(time.time() / step) + 1) * step
     with (
         (out / "proc-stat.jsonl").open("a", encoding="utf-8") as ps,
         (out / "cgroup-cpu.jsonl").open("a", encoding="utf-8") as cg,
@@ -167,9 +168,9 @@ def sample(args: argparse.Namespace) -> int:
             cg.flush()
             if stop.exists() or time.time() >= deadline:
                 return 0
-            next_t += 1.0
+            next_t += step
             if next_t < time.time():
-                next_t = float(int(time.time()) + 1)
+                next_t = (int(time.time() / step) + 1) * step
 
 
 def k6_argv(pid: int, cpus: str, limit_s: int, k6_binary: str, k6_args: list[str]) -> list[str]:
@@ -216,6 +217,7 @@ def run_k6(args: argparse.Namespace) -> int:
             check=False,
         )
         record["ended"] = time.time()
+        record["env"] = dict(args.env)
         record["rc"] = proc.returncode
         output = proc.stdout
         if proc.returncode == 124:
@@ -251,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--stop-file", required=True)
     s.add_argument("--max-seconds", type=float, required=True)
     s.add_argument("--affinity", default="", help="CPU list to run the sampler on")
+    s.add_argument("--interval", type=float, default=0.2, help="seconds between samples")
     k = sub.choices["k6"]
     k.add_argument("--limit-s", type=int, required=True)
     k.add_argument("--k6-binary", default="/usr/bin/k6", help="path inside the k6 container")
