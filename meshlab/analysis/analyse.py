@@ -1,42 +1,55 @@
 """Paired statistics for a loaded run: one MetricResult per pair set and metric.
 
-Multiplicity: the experiment's primary metric (`experiment.analysis.primary_metric`, default
-latency_p50) is tested at alpha = 0.05 as declared; the other metrics of the same pair set form a
-secondary family whose signed-rank p-values are Holm-adjusted before any verdict.
+Multiplicity: the experiment's primary family (`experiment.analysis.primary`, default p50
+latency, node CPU and sidecar CPU per request) answers its question: Holm-corrected within
+that family only. Every other metric is exploratory, Holm-corrected within its own family and
+labelled so. An adaptive run (`experiment.stop`) spends alpha over its looks: the primary
+family's intervals and tests are at 0.05 / looks (Bonferroni across looks), so looking after
+every round does not make a verdict more likely than claimed.
+
+Outliers: a round whose paired log-ratio is far from the others on a primary metric (modified
+z-score beyond 5) is flagged; the verdicts are recomputed without such rounds and the report
+says whether they hold.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from meshlab.analysis import stats, verdict
+from meshlab.analysis.fmt import pct
 from meshlab.analysis.metrics import METRICS, Metric
 from meshlab.analysis.pairing import PairSet, build_pairs
-from meshlab.analysis.run import Run
+from meshlab.analysis.run import Run, Trial
+
+PRIMARY, EXPLORATORY = "primary", "exploratory"
 
 
 @dataclass
 class MetricResult:
     metric: Metric
+    family: str  # PRIMARY or EXPLORATORY
     n: int
     estimate: float  # log units, B vs A
     ci95: tuple[float, float] | None
     ci90: tuple[float, float] | None
+    confidence95: float | None  # the exact interval's achieved confidence
+    alpha: float  # the level its interval and test are at (less than 0.05 in sequential runs)
     wilcoxon_p: float | None
     p_adjusted: float | None
-    p_rule: str  # "primary" or "Holm"
+    family_size: int
     tost_p: float | None
     sd: float
     mde: float
     cov_a: float
     cov_b: float
     rho: float
-    kind: str = ""  # faster/slower/cheaper/costlier, equivalent, inconclusive, not-enough-rounds
+    kind: str = ""  # lower/higher/less/more, equivalent, inconclusive, not-enough-rounds
     text: str = ""
     equivalent: bool = False
     differs: bool = False
@@ -47,6 +60,13 @@ class MetricResult:
         """The MDE, once there are enough rounds for its spread estimate to mean anything."""
         return self.mde if self.ci95 is not None else None
 
+    @property
+    def half_width_percent(self) -> float | None:
+        """Half the 95 % interval's width, in percentage points of the change."""
+        if self.ci95 is None:
+            return None
+        return (pct(self.ci95[1]) - pct(self.ci95[0])) / 2
+
     def to_dict(self) -> dict[str, Any]:
         def p(x: float | None) -> float | None:
             return None if x is None or not math.isfinite(x) else round(100 * math.expm1(x), 4)
@@ -54,14 +74,17 @@ class MetricResult:
         return {
             "metric": self.metric.key,
             "label": self.metric.label,
+            "family": self.family,
             "n": self.n,
             "estimate_log": _num(self.estimate),
             "estimate_percent": p(self.estimate),
             "ci95_percent": [p(v) for v in self.ci95] if self.ci95 else None,
             "ci90_percent": [p(v) for v in self.ci90] if self.ci90 else None,
+            "ci95_confidence": _num(self.confidence95),
+            "alpha": self.alpha,
             "wilcoxon_p": _num(self.wilcoxon_p),
             "p_adjusted": _num(self.p_adjusted),
-            "p_rule": self.p_rule,
+            "holm_family_size": self.family_size,
             "tost_p": _num(self.tost_p),
             "equivalent": self.equivalent,
             "differs": self.differs,
@@ -78,9 +101,20 @@ class MetricResult:
 class Comparison:
     pairs: PairSet
     results: list[MetricResult]
+    outliers: list[int] = field(default_factory=list)  # rounds flagged on a primary metric
+    without_outliers: list[MetricResult] = field(default_factory=list)  # primaries, recomputed
 
     def result(self, key: str) -> MetricResult | None:
         return next((r for r in self.results if r.metric.key == key), None)
+
+    def primaries(self) -> list[MetricResult]:
+        return [r for r in self.results if r.family == PRIMARY]
+
+    @property
+    def robust(self) -> bool:
+        """Every primary verdict is the same without the flagged rounds."""
+        kinds = {r.metric.key: r.kind for r in self.without_outliers}
+        return all(kinds.get(r.metric.key, r.kind) == r.kind for r in self.primaries())
 
 
 @dataclass
@@ -105,7 +139,8 @@ class Analysis:
     run: Run
     comparisons: list[Comparison]
     gates: Gates
-    resamples: int
+    alpha_primary: float
+    looks: list[int]
 
     @property
     def environment_unfit(self) -> bool:
@@ -117,7 +152,7 @@ class Analysis:
     def to_dict(self) -> dict[str, Any]:
         run = self.run
         return {
-            "schema_version": 1,
+            "schema_version": 2,
             "run": {
                 "path": str(run.path),
                 "experiment": run.experiment_id,
@@ -130,13 +165,17 @@ class Analysis:
             "baseline": run.baseline,
             "arms": run.arms,
             "margin_percent": run.margin_percent,
-            "primary_metric": run.primary_metric,
+            "primary": run.primary,
+            "alpha_primary": self.alpha_primary,
+            "looks": self.looks,
             "min_rounds": stats.MIN_ROUNDS,
-            "bootstrap": {
-                "resamples": self.resamples,
-                "seed": run.seed,
+            "method": {
                 "estimator": "Hodges-Lehmann of paired log-ratios",
-                "interval": "expanded percentile (Hesterberg 2015), rounds resampled",
+                "interval": "exact signed-rank interval (order statistics of Walsh averages)",
+                "test": "exact Wilcoxon signed-rank; Holm within the primary family and "
+                "within the exploratory family",
+                "equivalence": "TOST by signed-rank tests, and the 95 % CI inside the margin",
+                "outliers": "modified z-score of the paired log-ratio > 5 (MAD)",
             },
             "environment_unfit": self.environment_unfit,
             "comparisons": [
@@ -149,6 +188,8 @@ class Analysis:
                     "rounds_dropped": len(c.pairs.dropped),
                     "dropped": [{"round": r, "why": why} for r, why in c.pairs.dropped],
                     "duplicate_valid_trials": c.pairs.duplicates,
+                    "outlier_rounds": c.outliers,
+                    "verdicts_hold_without_outliers": c.robust,
                     "metrics": [r.to_dict() for r in c.results],
                 }
                 for c in self.comparisons
@@ -174,11 +215,19 @@ def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def primary_alpha(run: Run) -> tuple[float, list[int]]:
+    """The primary family's level and the looks it is spent over (one look: 0.05)."""
+    looks = run.manifest.experiment.looks()
+    return stats.ALPHA / len(looks), looks
+
+
 def analyse(run: Run, resamples: int = stats.RESAMPLES, keep_boot: bool = False) -> Analysis:
-    comparisons = [
-        Comparison(ps, _pairset_results(run, ps, resamples, keep_boot)) for ps in build_pairs(run)
-    ]
-    return Analysis(run, comparisons, _gates(run), resamples)
+    alpha, looks = primary_alpha(run)
+    comparisons = []
+    for ps in build_pairs(run):
+        results = pairset_results(run, ps, alpha, resamples, keep_boot)
+        comparisons.append(_with_outliers(run, ps, results, alpha))
+    return Analysis(run, comparisons, _gates(run), alpha, looks)
 
 
 def log_ratios(ps: PairSet, metric: Metric) -> np.ndarray:
@@ -197,37 +246,43 @@ def _rng(run: Run, ps: PairSet) -> np.random.Generator:
     return np.random.default_rng([run.seed % 2**32, zlib.crc32(ps.key.encode())])
 
 
-def _pairset_results(run: Run, ps: PairSet, resamples: int, keep_boot: bool) -> list[MetricResult]:
-    margin = math.log1p(run.margin_percent / 100)
+def _metrics(run: Run, ps: PairSet) -> list[Metric]:
     # Duet partners share one node and one window: their node totals are the same number, so
     # comparing them says nothing (the per-component CPUs still differ and are compared).
     shared = {"cpu_node_total"} if run.experiment.get("design") == "duet" else set()
-    candidates = [m for m in METRICS if m.key not in shared]
-    rows = {m.key: log_ratios(ps, m) for m in candidates}
-    # metrics absent from every trial (e.g. no k6 cgroup on a cluster) are left out
-    metrics = [m for m in candidates if np.isfinite(rows[m.key]).any() or ps.n == 0]
-    complete = [m for m in metrics if np.isfinite(rows[m.key]).all()]
-    partial = [m for m in metrics if m not in complete]
-    computed: dict[str, tuple[stats.PairedStats, int, np.ndarray]] = {}
-    rng = _rng(run, ps)
-    if complete:
-        d = np.vstack([rows[m.key] for m in complete]) if ps.n else np.empty((len(complete), 0))
-        ps_stats = stats.paired_stats(d, margin, rng, resamples, keep_boot)
-        for i, m in enumerate(complete):
-            computed[m.key] = (ps_stats, i, d[i])
-    for m in partial:  # rounds lacking this metric drop out of this metric only
-        d = rows[m.key][np.isfinite(rows[m.key])][None, :]
-        computed[m.key] = (stats.paired_stats(d, margin, rng, resamples, keep_boot), 0, d[0])
+    found = []
+    for m in METRICS:
+        if m.key in shared:
+            continue
+        # metrics absent from every trial (e.g. no k6 cgroup on a cluster) are left out
+        values = [m.value(t) for t in (*ps.a, *ps.b)]
+        if ps.n == 0 or any(v is not None for v in values) or m.key in run.primary:
+            found.append(m)
+    return found
 
-    results = [_result(run, ps, m, *computed[m.key]) for m in metrics]
+
+def pairset_results(
+    run: Run, ps: PairSet, alpha: float, resamples: int = stats.RESAMPLES, keep_boot: bool = False
+) -> list[MetricResult]:
+    """Every metric of one pair set, judged within its family."""
+    margin = math.log1p(run.margin_percent / 100)
+    rng = _rng(run, ps)
+    results = []
+    for m in _metrics(run, ps):
+        primary = m.key in run.primary
+        level = alpha if primary else stats.ALPHA
+        row = log_ratios(ps, m)
+        d = row[np.isfinite(row)][None, :]  # rounds lacking this metric drop out of it only
+        st = stats.paired_stats(d, margin, rng, resamples, keep_boot, level)
+        results.append(_result(run, ps, m, PRIMARY if primary else EXPLORATORY, level, st))
     _adjust_and_judge(run, ps.arm, results, margin)
     return results
 
 
 def _result(
-    run: Run, ps: PairSet, m: Metric, st: stats.PairedStats, i: int, d: np.ndarray
+    run: Run, ps: PairSet, m: Metric, family: str, alpha: float, st: stats.PairedStats
 ) -> MetricResult:
-    has_ci = st.n >= stats.MIN_ROUNDS
+    has_ci = st.n >= stats.MIN_ROUNDS and bool(np.isfinite(st.ci95).all())
     a_vals = np.array([_pos(m.value(t)) for t in run.valid_trials() if _cell(t, ps, ps.baseline)])
     b_vals = np.array([_pos(m.value(t)) for t in run.valid_trials() if _cell(t, ps, ps.arm)])
     rho = math.nan
@@ -239,47 +294,53 @@ def _result(
             rho = float(np.corrcoef(la[ok], lb[ok])[0, 1])
     return MetricResult(
         metric=m,
+        family=family,
         n=st.n,
-        estimate=float(st.estimate[i]),
-        ci95=(float(st.ci95[i, 0]), float(st.ci95[i, 1])) if has_ci else None,
-        ci90=(float(st.ci90[i, 0]), float(st.ci90[i, 1])) if has_ci else None,
-        wilcoxon_p=float(st.wilcoxon_p[i]) if has_ci else None,
+        estimate=float(st.estimate[0]),
+        ci95=(float(st.ci95[0, 0]), float(st.ci95[0, 1])) if has_ci else None,
+        ci90=(float(st.ci90[0, 0]), float(st.ci90[0, 1])) if has_ci else None,
+        confidence95=st.confidence95 if has_ci else None,
+        alpha=alpha,
+        wilcoxon_p=float(st.wilcoxon_p[0]) if has_ci else None,
         p_adjusted=None,
-        p_rule="primary" if m.key == run.primary_metric else "Holm",
-        tost_p=float(st.tost_p[i]) if has_ci else None,
-        sd=float(st.sd[i]),
-        mde=float(st.mde[i]),
+        family_size=0,
+        tost_p=float(st.tost_p[0]) if has_ci else None,
+        sd=float(st.sd[0]),
+        mde=float(st.mde[0]),
         cov_a=stats.cov_percent(a_vals),
         cov_b=stats.cov_percent(b_vals),
         rho=rho,
-        boot=st.boot[i] if st.boot is not None else None,
+        boot=st.boot[0] if st.boot is not None else None,
     )
 
 
-def _cell(t: Any, ps: PairSet, arm: str) -> bool:
+def _cell(t: Trial, ps: PairSet, arm: str) -> bool:
     return t.arm == arm and t.load_point == ps.load_point and t.flood == ps.flood
 
 
 def _adjust_and_judge(run: Run, arm: str, results: list[MetricResult], margin: float) -> None:
-    secondary = [r for r in results if r.p_rule == "Holm" and r.wilcoxon_p is not None]
-    if secondary:
-        adjusted = stats.holm(np.array([r.wilcoxon_p for r in secondary]))
-        for r, p in zip(secondary, adjusted, strict=True):
-            r.p_adjusted = float(p)
-    for r in results:
-        if r.p_rule == "primary":
-            r.p_adjusted = r.wilcoxon_p
-        _judge(run, arm, r, margin, 1 if r.p_rule == "primary" else len(secondary))
+    for family in (PRIMARY, EXPLORATORY):
+        members = [r for r in results if r.family == family]
+        tested = [r for r in members if r.wilcoxon_p is not None]
+        if tested:
+            adjusted = stats.holm(np.array([r.wilcoxon_p for r in tested]))
+            for r, p in zip(tested, adjusted, strict=True):
+                r.p_adjusted = float(p)
+        for r in members:
+            r.family_size = len(members)
+            _judge(run, arm, r, margin)
 
 
-def _judge(run: Run, arm: str, r: MetricResult, margin: float, family: int) -> None:
+def _judge(run: Run, arm: str, r: MetricResult, margin: float) -> None:
     m = r.metric
-    if r.ci95 is None or r.ci90 is None or r.p_adjusted is None or r.tost_p is None:
+    if r.ci95 is None or r.p_adjusted is None or r.tost_p is None:
         r.kind = "not-enough-rounds"
-        r.text = verdict.not_enough_rounds(m, r.n, stats.MIN_ROUNDS)
+        r.text = verdict.not_enough_rounds(m, r.n, stats.min_rounds_exact(1, r.alpha))
         return
-    r.differs = bool(stats.differs(np.array([r.ci95]), np.array([r.p_adjusted]))[0])
-    r.equivalent = bool(stats.equivalent(np.array([r.ci90]), np.array([r.tost_p]), margin)[0])
+    r.differs = bool(stats.differs(np.array([r.ci95]), np.array([r.p_adjusted]), r.alpha)[0])
+    r.equivalent = bool(
+        stats.equivalent(np.array([r.ci95]), np.array([r.tost_p]), margin, r.alpha)[0]
+    )
     if r.differs:
         r.kind = m.direction_words(r.estimate < 0)
         r.text = verdict.difference(m, arm, r.estimate, r.ci95)
@@ -287,17 +348,43 @@ def _judge(run: Run, arm: str, r: MetricResult, margin: float, family: int) -> N
             r.text += f", inside the ±{run.margin_percent:g} % margin"
     elif r.equivalent:
         r.kind = "equivalent"
-        r.text = verdict.no_difference(m, run.margin_percent, r.ci90)
+        r.text = verdict.no_difference(m, run.margin_percent, r.ci95)
     else:
         r.kind = "inconclusive"
         # more rounds: enough for the effect (or equivalence) and for the exact test to be able
         # to reach its Holm-adjusted level at all
-        need = max(stats.rounds_needed(r.estimate, r.sd, margin), stats.min_rounds_exact(family))
+        need = max(
+            stats.rounds_needed(r.estimate, r.sd, margin, r.alpha),
+            stats.min_rounds_exact(r.family_size, r.alpha),
+        )
         excludes_zero = r.ci95[0] > 0 or r.ci95[1] < 0
-        if excludes_zero and r.wilcoxon_p is not None and r.wilcoxon_p < stats.ALPHA:
-            r.text = verdict.held_back_by_holm(m, arm, r.estimate, r.ci95, family, need - r.n)
+        if excludes_zero and r.wilcoxon_p is not None and r.wilcoxon_p < r.alpha:
+            r.text = verdict.held_back_by_holm(m, arm, r.estimate, r.ci95, r.family, need - r.n)
         else:
             r.text = verdict.inconclusive(m, need - r.n)
+
+
+def _with_outliers(run: Run, ps: PairSet, results: list[MetricResult], alpha: float) -> Comparison:
+    """Flag rounds that are outliers on any primary metric; judge the primaries without them."""
+    comparison = Comparison(ps, results)
+    primaries = [r.metric for r in results if r.family == PRIMARY]
+    if ps.n < stats.MIN_ROUNDS or not primaries:
+        return comparison
+    d = np.vstack([log_ratios(ps, m) for m in primaries])
+    flagged = stats.outlier_rounds(d).any(axis=0)
+    comparison.outliers = [r for r, f in zip(ps.rounds, flagged, strict=True) if f]
+    if comparison.outliers:
+        keep = [i for i, f in enumerate(flagged) if not f]
+        trimmed = replace(
+            ps,
+            rounds=[ps.rounds[i] for i in keep],
+            a=[ps.a[i] for i in keep],
+            b=[ps.b[i] for i in keep],
+        )
+        comparison.without_outliers = [
+            r for r in pairset_results(run, trimmed, alpha) if r.family == PRIMARY
+        ]
+    return comparison
 
 
 def _gates(run: Run) -> Gates:

@@ -1,281 +1,347 @@
-"""report.html: one self-contained file (inline CSS, figures as base64 PNG), readable offline."""
+"""What the report says, as data: the context that templates/report.html.j2 (one self-contained
+file: inline CSS, figures as base64 PNG) and templates/summary.md.j2 render.
+
+Every number here is one the analysis computed; this module only picks and formats them."""
 
 from __future__ import annotations
 
 import base64
-from html import escape
+import statistics
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
 
-from meshlab.analysis import fmt
-from meshlab.analysis.analyse import Analysis, MetricResult
-from meshlab.analysis.figures import Figure_
+import jinja2
+
+from meshlab.analysis import fmt, stats
+from meshlab.analysis.analyse import PRIMARY, Analysis, Comparison, MetricResult
+from meshlab.analysis.figures import Figure_, cells
+from meshlab.analysis.reproduce import Sibling
+from meshlab.analysis.run import Trial
 from meshlab.analysis.thesis import SpreadRow
+from meshlab.record.format import COMPONENTS, HOUSEKEEPING
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;
- color:#1d1d1f;background:#fafafa;line-height:1.45}
-main{max-width:1240px;margin:0 auto;padding:24px 28px 60px;background:#fff}
-h1{font-size:1.6em;margin:.2em 0}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd;
- padding-bottom:.2em}h3{font-size:1.05em}
-.sub{color:#555}.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:.85em;
- background:#e0e0e0}.badge.complete{background:#c8e6c9}.badge.partial{background:#ffe0b2}
-.notice{border-left:4px solid #ef6c00;background:#fff3e0;padding:8px 14px;margin:12px 0}
-.notice.bad{border-color:#c62828;background:#ffebee}
-table{border-collapse:collapse;margin:10px 0;font-size:.88em}
-th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-tr.faster td.v,tr.cheaper td.v{background:#e3f2fd}
-tr.slower td.v,tr.costlier td.v{background:#fce4ec}
-tr.equivalent td.v{background:#e8f5e9}tr.inconclusive td.v{background:#f5f5f5}
-tr.not-enough-rounds td.v{background:#fff8e1}tr.group th{background:#e8eaf6;text-align:left}
-ul.verdicts li{margin:.25em 0}figure{margin:18px 0}figure img{max-width:100%;border:1px solid #eee}
-figcaption{font-size:.88em;color:#444;margin-top:4px}code{font-size:.9em}
-"""
+SCOPE = (
+    "The intervals describe round-to-round noise within this run, on this host. Whether the "
+    "next run, or a rerun in a quieter cloud, agrees is a separate question: see "
+    "Reproducibility below, and meshlab compare."
+)
 
 
-def render(
+@dataclass(frozen=True)
+class Notice:
+    kind: str  # "" or "bad"
+    title: str
+    text: str
+    items: tuple[str, ...] = ()
+
+
+def _env() -> jinja2.Environment:
+    loader = jinja2.PackageLoader("meshlab.analysis", "templates")
+    env = jinja2.Environment(
+        loader=loader,
+        autoescape=jinja2.select_autoescape(["html.j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters.update(
+        pct=fmt.signed_pct, ci=fmt.ci_pct, p=fmt.p_value, mde=fmt.mde_pct, percent=fmt.percent,
+        ms=fmt.ms, number=fmt.number,
+    )  # fmt: skip
+    return env
+
+
+def render_html(ctx: dict[str, Any]) -> str:
+    css = resources.files("meshlab.analysis").joinpath("templates/report.css").read_text()
+    return _env().get_template("report.html.j2").render(css=css, **ctx)
+
+
+def render_md(ctx: dict[str, Any]) -> str:
+    return _env().get_template("summary.md.j2").render(**ctx)
+
+
+def context(
     analysis: Analysis,
     figures: list[Figure_],
     thesis_rows: list[SpreadRow],
     thesis_source: str,
     notes: list[str],
-) -> str:
-    run = analysis.run
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>meshlab report — {escape(run.experiment_id)} {escape(run.run_id)}</title>",
-        f"<style>{_CSS}</style></head><body><main>",
-        _header(analysis),
-        _notices(analysis, notes),
-        _verdicts(analysis),
-        _gates(analysis),
-    ]
-    thesis_fig = [f for f in figures if f.name == "thesis_spread"]
-    parts.append("<h2 id='figures'>Figures</h2>")
-    parts += [_figure(f) for f in figures if f.name != "thesis_spread"]
-    parts.append(_thesis(thesis_rows, thesis_source, thesis_fig))
-    parts.append(_method(analysis))
-    parts.append(_provenance(analysis))
-    parts.append("</main></body></html>\n")
-    return "\n".join(parts)
+    siblings: list[Sibling],
+) -> dict[str, Any]:
+    a, run = analysis, analysis.run
+    return {
+        "run": run,
+        "a": a,
+        "design": run.experiment.get("design") or "?",
+        "description": run.experiment.get("description") or "",
+        "notices": _notices(a, notes),
+        "scope": SCOPE,
+        "sequential": len(a.looks) > 1,
+        "comparisons": [_comparison(c) for c in a.comparisons],
+        "tails": _tails(a),
+        "cpu_rows": _cpu_rows(a),
+        "stopping": _stopping(a),
+        "siblings": siblings,
+        "reproduced": _reproduced(siblings),
+        "gates": a.gates,
+        "figures": [_figure(f) for f in figures if f.name != "thesis_spread"],
+        "thesis_figures": [_figure(f) for f in figures if f.name == "thesis_spread"],
+        "thesis_rows": thesis_rows,
+        "thesis_source": thesis_source,
+        "provenance": _provenance(a),
+        "min_rounds": stats.MIN_ROUNDS,
+    }
 
 
-def _header(a: Analysis) -> str:
+def _notices(a: Analysis, notes: list[str]) -> list[Notice]:
     run = a.run
-    status_cls = "partial" if run.partial else "complete"
-    desc = run.experiment.get("description") or ""
-    design = run.experiment.get("design") or "?"
-    return (
-        f"<h1>meshlab report: {escape(run.experiment_id)}</h1>"
-        f"<p class='sub'>run <code>{escape(run.run_id)}</code> · status "
-        f"<span class='badge {status_cls}'>{escape(run.status)}</span> · design "
-        f"{escape(str(design))} · baseline <b>{escape(run.baseline)}</b> · equivalence margin "
-        f"±{run.margin_percent:g} %</p>" + (f"<p>{escape(str(desc))}</p>" if desc else "")
-    )
-
-
-def _notices(a: Analysis, notes: list[str]) -> str:
     out = []
-    if a.run.partial:
-        items = "".join(f"<li>{escape(n)}</li>" for n in a.run.notes)
+    if run.partial:
         out.append(
-            "<div class='notice' id='partial'><b>Partial run.</b> This report covers what is "
-            f"complete.<ul>{items}</ul></div>"
+            Notice("", "Partial run.", "This report covers what is complete.", tuple(run.notes))
         )
     if a.environment_unfit:
         out.append(
-            "<div class='notice bad'><b>Environment unfit.</b> "
-            f"{a.gates.rejected} of {a.gates.recorded} trials "
-            f"({100 * a.gates.rejection_share:.0f} %) were rejected by the noise gates "
-            f"(limit {100 * a.run.max_rejected_share:.0f} %): treat every number below as "
-            "suspect.</div>"
+            Notice(
+                "bad",
+                "Environment unfit.",
+                f"{a.gates.rejected} of {a.gates.recorded} trials "
+                f"({100 * a.gates.rejection_share:.0f} %) were rejected by the noise gates "
+                f"(limit {100 * run.max_rejected_share:.0f} %): treat every number below as "
+                "suspect.",
+            )
         )
     if _is_aa(a):
         out.append(
-            "<div class='notice'><b>A/A calibration.</b> Both arms use the same dataplane, so "
-            "any claimed difference below is a false positive.</div>"
+            Notice(
+                "",
+                "A/A calibration.",
+                "Both arms use the same dataplane, so any claimed difference below is a false "
+                "positive.",
+            )
+        )
+    planned = sorted({t.trial_id for t in run.trials if t.window_source == "planned"})
+    if planned:
+        out.append(
+            Notice(
+                "",
+                "Recorded by an older meshlab.",
+                f"{len(planned)} trial(s) (schema 1) kept no raw k6 CSV to cut the measured "
+                "window from: their CPU covers the window they planned, which starts about "
+                "0.2 s before k6's measured scenario. Their CPU figures were re-derived from "
+                "their raw samples with the precise counters.",
+            )
         )
     if notes:
-        items = "".join(f"<li>{escape(n)}</li>" for n in notes)
-        out.append(f"<div class='notice'><b>Notes.</b><ul>{items}</ul></div>")
-    return "".join(out)
+        out.append(Notice("", "Notes.", "", tuple(notes)))
+    return out
 
 
 def _is_aa(a: Analysis) -> bool:
-    planes = {}
+    planes: dict[str, set[str]] = {}
     for t in a.run.trials:
         planes.setdefault(t.arm, set()).add(t.dataplane)
     return len(planes) > 1 and len({frozenset(v) for v in planes.values()}) == 1
 
 
-def _verdicts(a: Analysis) -> str:
-    run = a.run
-    lines = []
-    for c in a.comparisons:
-        r = c.result(run.primary_metric) or (c.results[0] if c.results else None)
-        if r is not None:
-            lines.append(
-                f"<li><b>{escape(c.pairs.arm)} vs {escape(c.pairs.baseline)}, "
-                f"{escape(c.pairs.load_point)}, flood {escape(c.pairs.flood)}</b> "
-                f"({c.pairs.n} paired rounds): {escape(r.text)}</li>"
-            )
-    head = (
-        "<h2 id='verdict'>Verdict</h2>"
-        f"<p>Primary metric <code>{escape(run.primary_metric)}</code>; every metric is in the "
-        "table below.</p>"
-        f"<ul class='verdicts'>{''.join(lines)}</ul>"
-    )
+def _row(r: MetricResult) -> dict[str, Any]:
+    return {
+        "r": r,
+        "label": r.metric.label,
+        "family": r.family,
+        "kind": r.kind,
+        "confidence": f"{100 * r.confidence95:.1f} %" if r.confidence95 else "—",
+        "p_used": fmt.p_value(r.p_adjusted)
+        + (f" (Holm, {r.family_size})" if r.p_adjusted is not None else ""),
+    }
+
+
+def _comparison(c: Comparison) -> dict[str, Any]:
+    ps = c.pairs
+    return {
+        "title": f"{ps.arm} vs {ps.baseline} · {ps.load_point} · flood {ps.flood}",
+        "pairs": ps,
+        "primary": [_row(r) for r in c.results if r.family == PRIMARY],
+        "exploratory": [_row(r) for r in c.results if r.family != PRIMARY],
+        "outliers": [_outlier(c, rnd) for rnd in c.outliers],
+        "robust": c.robust,
+        "without": [r.text for r in c.without_outliers],
+    }
+
+
+def _outlier(c: Comparison, rnd: int) -> dict[str, Any]:
+    i = c.pairs.rounds.index(rnd)
+    trials = [c.pairs.a[i], c.pairs.b[i]]
+    return {"round": rnd, "trials": [_diagnostics(t) for t in trials]}
+
+
+def _diagnostics(t: Trial) -> dict[str, str]:
+    """What else happened in a trial: the load generator, the harness, the unexplained CPU."""
+    lag = t.schedule_lag
+    node = t.cpu_value("node_total", "cpu_seconds")
+    cgroups = t.cgroups_seconds()
+    house = sum(t.cpu_value(n, "cpu_seconds") or 0.0 for n in HOUSEKEEPING)
+    return {
+        "trial": t.trial_id,
+        "arm": t.arm,
+        "p50": fmt.ms(t.latency.get("p50")),
+        "p99": fmt.ms(t.latency.get("p99")),
+        "lag": f"{fmt.ms(lag.get('p99_ms'))} / {fmt.ms(lag.get('max_ms'))} ms" if lag else "—",
+        "stalls": str(lag.get("stalls_over_5ms", "—")) if lag else "—",
+        "housekeeping": f"{house:.3f} CPU-s",
+        "outside": f"{node - cgroups:.3f} CPU-s" if node is not None else "—",
+        "steal": fmt.percent(t.steal_max, 2),
+    }
+
+
+def _median(values: list[float | None]) -> float | None:
+    v = [x for x in values if x is not None]
+    return statistics.median(v) if v else None
+
+
+def _by_cell_and_arm(a: Analysis) -> list[tuple[str, str, list[Trial]]]:
+    out = []
+    for lp, flood in cells(a.run):
+        for arm in a.run.arms:
+            ts = [
+                t
+                for t in a.run.valid_trials()
+                if (t.load_point, t.flood, t.arm) == (lp, flood, arm)
+            ]
+            if ts:
+                out.append((f"{lp} · flood {flood}", arm, ts))
+    return out
+
+
+def _tails(a: Analysis) -> list[dict[str, Any]]:
+    """k6's latency beside each sidecar's own, medians over the valid trials: a tail that k6
+    sees and the sidecars do not is the load generator's or the client side's, not the mesh's."""
     rows = []
-    for c in a.comparisons:
-        ps = c.pairs
-        dropped = f", {len(ps.dropped)} dropped" if ps.dropped else ""
+    for where, arm, ts in _by_cell_and_arm(a):
+
+        def lat(source: str, q: str, ts: list[Trial] = ts) -> float | None:
+            if source == "k6":
+                return _median([t.latency.get(q) for t in ts])
+            return _median([t.sidecar.get(source, {}).get(q) for t in ts])
+
         rows.append(
-            f"<tr class='group'><th colspan='11'>{escape(ps.arm)} vs {escape(ps.baseline)} "
-            f"&middot; {escape(ps.load_point)} &middot; flood {escape(ps.flood)} "
-            f"&middot; {ps.n} paired rounds{dropped}</th></tr>"
+            {
+                "where": where,
+                "arm": arm,
+                "k6": (lat("k6", "p50"), lat("k6", "p99"), lat("k6", "p999")),
+                "client": (lat("client", "p50"), lat("client", "p99"), lat("client", "p999")),
+                "server": (lat("server", "p50"), lat("server", "p99"), lat("server", "p999")),
+                "lag_p99": _median([t.schedule_lag.get("p99_ms") for t in ts]),
+                "lag_max": max((t.schedule_lag.get("max_ms", 0.0) for t in ts), default=None),
+                "stalls": _median([t.schedule_lag.get("stalls_over_5ms") for t in ts]),
+                "trials": len(ts),
+            }
         )
-        rows += [_verdict_row(r) for r in c.results]
-    table = (
-        "<table id='verdicts'><thead><tr><th>metric</th><th>n</th><th>change</th>"
-        "<th>95 % CI</th><th>p</th><th>p used</th><th>TOST p</th><th>MDE</th>"
-        "<th>CoV base</th><th>CoV arm</th><th>verdict</th></tr>"
-        f"</thead><tbody>{''.join(rows)}</tbody></table>"
-    )
-    return head + table
+    return rows
 
 
-def _verdict_row(r: MetricResult) -> str:
-    p_used = fmt.p_value(r.p_adjusted)
-    if r.p_adjusted is not None:
-        p_used += " (primary)" if r.p_rule == "primary" else " (Holm)"
-    nums = [
-        str(r.n),
-        fmt.signed_pct(r.estimate),
-        fmt.ci_pct(r.ci95),
-        fmt.p_value(r.wilcoxon_p),
-        p_used,
-        fmt.p_value(r.tost_p),
-        fmt.mde_pct(r.reported_mde),
-        fmt.percent(r.cov_a),
-        fmt.percent(r.cov_b),
-    ]
-    return (
-        f"<tr class='{escape(r.kind)}'><td>{escape(r.metric.label)}</td>"
-        + "".join(f"<td class='num'>{escape(n)}</td>" for n in nums)
-        + f"<td class='v'>{escape(r.text)}</td></tr>"
-    )
+def _cpu_rows(a: Analysis) -> list[dict[str, Any]]:
+    """Where the node's CPU went, per 1000 requests (medians over valid trials)."""
+    rows = []
+    for where, arm, ts in _by_cell_and_arm(a):
+
+        def per1000(t: Trial, seconds: float | None) -> float | None:
+            return None if seconds is None or not t.requests else 1000 * seconds / t.requests
+
+        def cgroups(t: Trial, names: tuple[str, ...]) -> float | None:
+            parts = [t.cpu_value(n, "cpu_seconds") for n in names]
+            return None if any(p is None for p in parts) else sum(parts)  # type: ignore[arg-type]
+
+        node = _median([t.cpu_value("node_total", "per_1000_requests") for t in ts])
+        mesh = _median([per1000(t, cgroups(t, COMPONENTS)) for t in ts])
+        house = _median([per1000(t, cgroups(t, HOUSEKEEPING)) for t in ts])
+
+        def outside(t: Trial) -> float | None:
+            node_s = t.cpu_value("node_total", "cpu_seconds")
+            all_cg = sum(
+                float(f.get("cpu_seconds") or 0) for n, f in t.cpu.items() if n != "node_total"
+            )
+            return None if node_s is None else per1000(t, node_s - all_cg)
+
+        def kernel_share(t: Trial) -> float | None:
+            ns = t.node_seconds
+            if not ns or ns.get("task") is None or not ns.get("busy"):
+                return None
+            return 100 * (ns["busy"] - ns["task"]) / ns["busy"]  # type: ignore[operator]
+
+        def tick_bias(t: Trial) -> float | None:
+            ns = t.node_seconds
+            return 100 * (ns["ticks"] / ns["busy"] - 1) if ns and ns.get("busy") else None  # type: ignore[operator]
+
+        rows.append(
+            {
+                "where": where,
+                "arm": arm,
+                "node": node,
+                "components": mesh,
+                "housekeeping": house,
+                "outside": _median([outside(t) for t in ts]),
+                "kernel_share": _median([kernel_share(t) for t in ts]),
+                "tick_bias": _median([tick_bias(t) for t in ts]),
+            }
+        )
+    return rows
 
 
-def _gates(a: Analysis) -> str:
-    g = a.gates
-    arms = "".join(
-        f"<tr><td>{escape(arm)}</td><td class='num'>{c['valid']}</td>"
-        f"<td class='num'>{c['rejected']}</td></tr>"
-        for arm, c in g.by_arm.items()
-    )
-    failed = (
-        ", ".join(f"{escape(k)} &times;{v}" for k, v in sorted(g.failed_gates.items())) or "none"
-    )
-    steal = (
-        f"median steal of valid trials {fmt.percent(g.steal_valid_median, 3)}, worst second in a "
-        f"valid trial {fmt.percent(g.steal_valid_max, 2)}, worst second overall "
-        f"{fmt.percent(g.steal_all_max, 2)}"
-    )
-    rej = "".join(
-        f"<tr><td><code>{escape(t['trial_id'])}</code></td><td>{escape(t['arm'])}</td>"
-        f"<td class='num'>{t['round']}</td><td>{escape(t['load_point'])}</td>"
-        f"<td>{escape(t['flood'])}</td>"
-        f"<td>{escape('; '.join(t['reasons']))}</td></tr>"
-        for t in g.rejected_trials
-    )
-    rej_table = (
-        "<table id='rejected'><thead><tr><th>trial</th><th>arm</th><th>round</th><th>load</th>"
-        f"<th>flood</th><th>why</th></tr></thead><tbody>{rej}</tbody></table>"
-        if rej
-        else "<p>No trial was rejected.</p>"
-    )
-    dropped = "".join(
-        f"<li>{escape(c.pairs.arm)} vs {escape(c.pairs.baseline)}, {escape(c.pairs.load_point)}, "
-        f"flood {escape(c.pairs.flood)}: {len(c.pairs.dropped)} round(s) dropped — "
-        + escape("; ".join(f"r{r}: {why}" for r, why in c.pairs.dropped))
-        + "</li>"
-        for c in a.comparisons
-        if c.pairs.dropped
-    )
-    return (
-        "<h2 id='gates'>Noise gates</h2>"
-        f"<p>{g.recorded} trials recorded, {g.valid} valid, {g.rejected} rejected "
-        f"({100 * g.rejection_share:.1f} %). Failed gates: {failed}. Steal: {steal}.</p>"
-        "<table><thead><tr><th>arm</th><th>valid</th><th>rejected</th></tr></thead>"
-        f"<tbody>{arms}</tbody></table>{rej_table}"
-        + (f"<p>Rounds left out of pairing:</p><ul>{dropped}</ul>" if dropped else "")
-    )
-
-
-def _figure(f: Figure_) -> str:
-    data = base64.b64encode(f.png).decode("ascii")
-    return (
-        f"<figure id='fig-{escape(f.name)}'><h3>{escape(f.title)}</h3>"
-        f"<img alt='{escape(f.title)}' src='data:image/png;base64,{data}'>"
-        f"<figcaption>{escape(f.caption)}</figcaption></figure>"
-    )
-
-
-def _thesis(rows: list[SpreadRow], source: str, fig: list[Figure_]) -> str:
-    body = "".join(
-        f"<tr><td>{escape(r.who)}</td><td>{escape(r.arm)}</td><td>{escape(r.where)}</td>"
-        f"<td class='num'>{fmt.ms(r.p5_min)}&ndash;{fmt.ms(r.p95_max)} ms</td>"
-        f"<td class='num'>&times;{fmt.number(r.latency_factor, 3)}</td>"
-        f"<td class='num'>{fmt.percent(r.p50_cov, 2)}</td>"
-        f"<td class='num'>{_cpu_range(r)}</td>"
-        f"<td class='num'>{fmt.percent(r.cpu_relative_spread)}</td>"
-        f"<td class='num'>{r.trials if r.trials is not None else '—'}</td></tr>"
-        for r in rows
-    )
-    return (
-        "<h2 id='thesis'>Against the thesis</h2>"
-        "<p>The 2023 thesis could not draw a conclusion because its measurements spread too "
-        "widely. Its published spreads sit beside this run's below: latency from the lowest p5 "
-        "to the highest p95 over all trials, the run-to-run CoV of per-trial p50, and the range "
-        "of the node's maximum CPU %.</p>"
-        "<table id='thesis-table'><thead><tr><th>source</th><th>arm</th><th>where</th>"
-        "<th>p5&ndash;p95 range</th><th>spread</th><th>p50 CoV</th><th>max CPU % range</th>"
-        "<th>relative CPU spread</th><th>trials</th></tr></thead>"
-        f"<tbody>{body}</tbody></table>"
-        f"<p class='sub'>Thesis figures: {escape(source)}; read from its box plots, "
-        "approximate.</p>" + "".join(_figure(f) for f in fig)
-    )
-
-
-def _cpu_range(r: SpreadRow) -> str:
-    if r.cpu_max_range is None:
-        return "—"
-    return f"{r.cpu_max_range[0]:.1f}&ndash;{r.cpu_max_range[1]:.1f} %"
-
-
-def _method(a: Analysis) -> str:
-    return (
-        "<h2 id='method'>How to read this</h2><ul>"
-        "<li>Each round ran every arm once under the same conditions; the unit of analysis is "
-        "the per-round log-ratio d = ln(arm ÷ baseline) of a trial-level metric.</li>"
-        "<li>Change: Hodges&ndash;Lehmann estimate of d as a percentage. 95 % CI: paired bootstrap "
-        f"over rounds ({a.resamples:,} resamples, seeded), expanded-percentile interval.</li>"
-        "<li>p: exact Wilcoxon signed-rank test. p used: the primary metric as declared; the "
-        "others Holm-adjusted within their pair set. A difference is claimed only when p used "
-        "&lt; 0.05 and the 95 % CI excludes 0.</li>"
-        f"<li>Equivalence (TOST, two one-sided signed-rank tests): claimed when TOST p &lt; 0.05 "
-        f"and the 90 % CI lies inside ±{a.run.margin_percent:g} %.</li>"
-        "<li>MDE: the smallest change this many rounds would detect with 80 % power at "
-        "&alpha; 0.05, from the observed spread of d. CoV: run-to-run spread of each arm's "
-        "metric.</li>"
-        "<li>Fewer than 6 paired rounds: no CI and no test (none can reach p &lt; 0.05).</li>"
-        "<li>Rejected trials never enter the statistics; a round missing a valid trial of one "
-        "arm is dropped from that comparison and listed above. Details: docs/methodology.md."
-        "</li></ul>"
-    )
-
-
-def _provenance(a: Analysis) -> str:
+def _stopping(a: Analysis) -> list[str]:
     m = a.run.manifest
+    exp = m.experiment
+    if exp.stop is None:
+        return []
+    lines = [
+        f"Adaptive design: looks at rounds {', '.join(map(str, a.looks))}; the run stops once "
+        f"every primary metric's 95 % CI half-width is at most ±{exp.stop.half_width_percent:g} "
+        f"%; the primary family is tested at alpha {a.alpha_primary:.4f} (0.05 spent over "
+        f"{len(a.looks)} looks)."
+    ]
+    for block, state in sorted(m.stopping.items()):
+        lines.append(f"{block}: {state.reason}")
+    return lines
+
+
+def _reproduced(siblings: list[Sibling]) -> list[dict[str, Any]]:
+    """Per comparison and primary metric: the spread of the estimates over the runs."""
+    by_key: dict[tuple[str, str], list[float]] = {}
+    for s in siblings:
+        for key, value in s.estimates.items():
+            by_key.setdefault(key, []).append(value)
+    out = []
+    for (comparison, metric), values in sorted(by_key.items()):
+        if len(values) >= 2:
+            out.append(
+                {
+                    "comparison": comparison,
+                    "metric": metric,
+                    "runs": len(values),
+                    "low": min(values),
+                    "high": max(values),
+                    "spread_pp": max(values) - min(values),
+                }
+            )
+    return out
+
+
+def _figure(f: Figure_) -> dict[str, str]:
+    return {
+        "name": f.name,
+        "title": f.title,
+        "caption": f.caption,
+        "data": base64.b64encode(f.png).decode("ascii"),
+    }
+
+
+def _provenance(a: Analysis) -> list[tuple[str, str]]:
+    m = a.run.manifest
+
+    def kv(d: object) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d.items()) if isinstance(d, dict) else str(d)
+
     rows = [
         ("experiment", a.run.experiment_id),
         ("run directory", str(a.run.path)),
@@ -283,15 +349,11 @@ def _provenance(a: Analysis) -> str:
         ("seed", str(a.run.seed)),
         ("git", f"{m.git.sha}{' (dirty)' if m.git.dirty else ''}"),
         ("started / finished", f"{m.started_at} / {m.finished_at or '—'}"),
-        ("versions", _kv(m.versions)),
-        ("host", _kv(m.host)),
-        ("pinning", _kv(m.pinning)),
+        ("versions", kv(m.versions)),
+        ("host", kv(m.host)),
+        ("pinning", kv(m.pinning)),
     ]
-    body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
-    return f"<h2 id='provenance'>Provenance</h2><table>{body}</table>"
-
-
-def _kv(d: object) -> str:
-    if not isinstance(d, dict):
-        return "—"
-    return ", ".join(f"{k} {v}" for k, v in d.items())
+    if m.images:
+        images = ", ".join(f"{k} {i.image}:{i.tag} {i.digest}" for k, i in m.images.items())
+        rows.append(("images", images))
+    return rows

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from meshlab.analysis import figures as figs
-from meshlab.analysis import page, summary_md, tables, thesis
+from meshlab.analysis import page, reproduce, tables, thesis
 from meshlab.analysis.analyse import Analysis, analyse
 from meshlab.analysis.latencies import pool_latencies
 from meshlab.analysis.run import Run, load_run
@@ -42,11 +42,10 @@ def build(run_dir: Path) -> Path:
         atomic.write_bytes(fig_dir / f"{f.name}.png", f.png)
 
     source = str(thesis.facts().get("source", ""))
-    atomic.write_text(
-        derived / "summary.md", summary_md.render(analysis, figures, thesis_rows, notes)
-    )
+    ctx = page.context(analysis, figures, thesis_rows, source, notes, reproduce.siblings(run))
+    atomic.write_text(derived / "summary.md", page.render_md(ctx))
     out = derived / "report.html"
-    atomic.write_text(out, page.render(analysis, figures, thesis_rows, source, notes))
+    atomic.write_text(out, page.render_html(ctx))
     return out
 
 

@@ -16,17 +16,10 @@ from typing import Any
 from meshlab.core.flood import parse_flood
 from meshlab.errors import MeshlabError
 from meshlab.record import store
-from meshlab.record.format import CPU_FIGURES, Manifest, PlanEntry, TrialRecord
+from meshlab.record.format import CPU_FIGURES, NODE, Manifest, PlanEntry, TrialRecord
 
 COMPLETE = "complete"
 CPU_COMPONENTS = CPU_FIGURES
-# experiment.analysis.primary_metric as the experiment schema spells it -> metric key
-PRIMARY_METRICS = {
-    "p50": "latency_p50",
-    "p90": "latency_p90",
-    "p99": "latency_p99",
-    "cpu": "cpu_node_total",
-}
 
 
 @dataclass(frozen=True)
@@ -57,6 +50,12 @@ class Trial:
     cpu: dict[str, dict[str, float | None]]
     steal_mean: float | None
     steal_max: float | None
+    sidecar: dict[str, dict[str, float]] = field(default_factory=dict)  # client/server -> ms
+    schedule_lag: dict[str, float] = field(default_factory=dict)  # p50_ms, p99_ms, max_ms ...
+    window_source: str = "k6 iteration starts"
+    # node CPU seconds over the window: precise busy, tasks' run time (None: no source), and
+    # what the tick-sampled busy columns claimed (their bias)
+    node_seconds: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
@@ -65,6 +64,10 @@ class Trial:
     def cpu_value(self, component: str, key: str) -> float | None:
         value = self.cpu.get(component, {}).get(key)
         return None if value is None else float(value)
+
+    def cgroups_seconds(self) -> float:
+        """CPU-s of every cgroup the trial sampled (components and housekeeping)."""
+        return sum(float(f.get("cpu_seconds") or 0) for n, f in self.cpu.items() if n != NODE)
 
     @classmethod
     def of(cls, tdir: Path, r: TrialRecord) -> Trial:
@@ -93,6 +96,12 @@ class Trial:
             cpu={name: fig.model_dump() for name, fig in r.cpu.items()},
             steal_mean=r.steal.mean_percent,
             steal_max=r.steal.max_percent,
+            sidecar={name: s.model_dump() for name, s in r.sidecar_latency_ms.items()},
+            schedule_lag=r.load_generator.schedule_lag.model_dump()
+            if r.load_generator.schedule_lag
+            else {},
+            window_source=r.window.source,
+            node_seconds=_node_seconds(r),
         )
 
 
@@ -108,7 +117,7 @@ class Run:
     spec_hash: str
     arms: list[str]
     margin_percent: float
-    primary_metric: str
+    primary: list[str]
     max_rejected_share: float
     plan: list[PlanEntry]
     trials: list[Trial]
@@ -180,7 +189,7 @@ def load_run(run_dir: Path | str) -> Run:
         spec_hash=manifest.spec_hash,
         arms=arms,
         margin_percent=exp.analysis.equivalence_margin_percent,
-        primary_metric=PRIMARY_METRICS[exp.analysis.primary_metric],
+        primary=list(exp.analysis.primary),
         max_rejected_share=exp.gates.max_rejected_share,
         plan=manifest.plan,
         trials=sorted(trials, key=lambda t: (t.started_at or 0.0, t.plan_index or 0)),
@@ -190,6 +199,19 @@ def load_run(run_dir: Path | str) -> Run:
     run.missing_planned = [e for e in manifest.plan if e.index not in recorded]
     run.notes = _partial_notes(run)
     return run
+
+
+def _node_seconds(r: TrialRecord) -> dict[str, float | None]:
+    if r.node is None:
+        return {}
+    accounts = [a for cpus in r.node.hosts.values() for a in cpus.values()]
+    tasks = [a.task for a in accounts]
+    return {
+        "busy": sum(a.busy for a in accounts),
+        "task": None if any(t is None for t in tasks) else sum(t or 0.0 for t in tasks),
+        "ticks": sum(sum(a.ticks.values()) for a in accounts),
+        "elapsed": sum(a.elapsed for a in accounts),
+    }
 
 
 def _epoch(iso: str) -> float | None:

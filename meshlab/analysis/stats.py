@@ -2,28 +2,34 @@
 
 Every function takes `d`, a (k, n) array: k independent series (metrics, or simulations) of n
 paired log-ratios d_r = ln(B_r / A_r), one per round. Working on k rows at once keeps the
-report fast and lets the calibration tests run 100 simulated experiments in one call.
+report fast and lets the calibration run thousands of simulated experiments in one call.
 
 Choices (argued in docs/methodology.md):
-- location: one-sample Hodges-Lehmann estimator (median of Walsh averages);
-- interval: paired bootstrap over rounds of the HL estimate, "expanded percentile" interval
-  (Hesterberg 2015), which corrects the percentile interval's known narrowness at small n;
+- location: one-sample Hodges-Lehmann estimator (median of the Walsh averages);
+- interval: the exact, distribution-free confidence interval of the HL shift: order statistics
+  of the Walsh averages at the signed-rank test's critical value (Hollander & Wolfe,
+  Nonparametric Statistical Methods, 3rd ed. §3.3), with its achieved confidence (it is
+  discrete: at n = 8 the "95 %" interval is a 96.1 % one);
 - test: exact Wilcoxon signed-rank (scipy), equivalence by two one-sided signed-rank tests;
-- MDE: (z_{1-alpha/2} + z_{1-β}) · sd(d) / √n, the normal approximation of methodology §7.5.
+- MDE: (t_{1-a/2, n-1} + t_{1-b, n-1}) · sd(d) / √n (t, not normal, quantiles: at n = 8 the
+  normal ones understate it by 16 %).
+The paired bootstrap of rounds survives only where two runs are compared (compare.py).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from scipy import stats as sps
 
-MIN_ROUNDS = 6  # below this no 95 % signed-rank test or median CI exists (2/2^5 > 0.05)
+MIN_ROUNDS = 6  # below this no 95 % signed-rank test or interval exists (2/2^5 > 0.05)
 ALPHA = 0.05
 POWER = 0.8
 RESAMPLES = 10_000
+OUTLIER_Z = 5.0  # modified z-score beyond which a round is flagged (outlier_rounds)
 _CHUNK_CELLS = 4_000_000  # bootstrap weights processed per chunk (memory bound ~32 MB)
 
 
@@ -35,6 +41,7 @@ class PairedStats:
     estimate: np.ndarray
     ci95: np.ndarray
     ci90: np.ndarray
+    confidence95: float  # achieved confidence of the exact interval (nan: none exists)
     wilcoxon_p: np.ndarray
     tost_p: np.ndarray
     sd: np.ndarray
@@ -47,6 +54,42 @@ def hodges_lehmann(d: np.ndarray) -> np.ndarray:
     d = np.atleast_2d(np.asarray(d, dtype=np.float64))
     i, j = np.triu_indices(d.shape[1])
     return np.median((d[:, i] + d[:, j]) / 2.0, axis=1)
+
+
+@cache
+def signed_rank_cdf(n: int) -> np.ndarray:
+    """P(T ≤ t), t = 0 .. n(n+1)/2, of the signed-rank statistic under the null (exact: the
+    number of subsets of {1..n} with rank sum t, over 2^n)."""
+    counts = np.zeros(n * (n + 1) // 2 + 1)
+    counts[0] = 1.0
+    for rank in range(1, n + 1):
+        counts[rank:] = counts[rank:] + counts[:-rank].copy()
+    return np.cumsum(counts) / 2.0**n
+
+
+def critical_value(n: int, alpha: float) -> int | None:
+    """The largest c with P(T ≤ c) ≤ alpha/2 (two-sided signed-rank test at level alpha), or
+    None when even c = 0 is too likely (too few rounds for this level)."""
+    cdf = signed_rank_cdf(n)
+    ok = np.flatnonzero(cdf <= alpha / 2 + 1e-12)
+    return int(ok[-1]) if ok.size else None
+
+
+def exact_ci(d: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """The exact (1 - alpha) interval of the HL shift per row: [W_(c+1), W_(M-c)] of the sorted
+    Walsh averages, c the critical value; and its achieved confidence 1 - 2 P(T ≤ c).
+    NaN rows (and confidence) when n is too small for the level."""
+    d = np.atleast_2d(np.asarray(d, dtype=np.float64))
+    k, n = d.shape
+    c = critical_value(n, alpha) if n else None
+    if c is None:
+        return np.full((k, 2), np.nan), math.nan
+    i, j = np.triu_indices(n)
+    walsh = np.sort((d[:, i] + d[:, j]) / 2.0, axis=1)
+    m = walsh.shape[1]
+    return np.column_stack([walsh[:, c], walsh[:, m - 1 - c]]), 1.0 - 2.0 * float(
+        signed_rank_cdf(n)[c]
+    )
 
 
 def bootstrap_hl(d: np.ndarray, rng: np.random.Generator, resamples: int = RESAMPLES) -> np.ndarray:
@@ -85,7 +128,8 @@ def bootstrap_hl(d: np.ndarray, rng: np.random.Generator, resamples: int = RESAM
 
 
 def expanded_alpha(alpha: float, n: int) -> float:
-    """Hesterberg's expanded percentile level: z = √(n/(n-1))·t_{1-alpha/2, n-1} replaces z."""
+    """Hesterberg's expanded percentile level: z = √(n/(n-1))·t_{1-alpha/2, n-1} replaces z
+    (used for the bootstrap intervals of compare.py)."""
     if n < 2:
         return alpha
     z = math.sqrt(n / (n - 1)) * sps.t.ppf(1 - alpha / 2, n - 1)
@@ -117,9 +161,11 @@ def tost_p(d: np.ndarray, margin: float) -> np.ndarray:
 
 
 def mde(sd: np.ndarray, n: int, alpha: float = ALPHA, power: float = POWER) -> np.ndarray:
-    """Minimal detectable effect (log units) for a paired design with n rounds."""
-    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
-    return z * np.asarray(sd) / math.sqrt(max(n, 1))
+    """Minimal detectable effect (log units) for a paired design with n rounds, t quantiles."""
+    if n < 2:
+        return np.full_like(np.asarray(sd, dtype=np.float64), np.nan)
+    t = sps.t.ppf(1 - alpha / 2, n - 1) + sps.t.ppf(power, n - 1)
+    return t * np.asarray(sd) / math.sqrt(n)
 
 
 def rounds_needed(
@@ -145,7 +191,7 @@ def rounds_needed(
 
 def min_rounds_exact(tests: int = 1, alpha: float = ALPHA) -> int:
     """Fewest rounds at which the exact signed-rank test can reach alpha/tests at all
-    (its smallest two-sided p is 2/2^n): 6 for one test, 9 for a Holm family of 9."""
+    (its smallest two-sided p is 2/2^n): 6 for one test, 7 for a Holm family of 3."""
     return math.ceil(math.log2(2 * max(tests, 1) / alpha))
 
 
@@ -165,11 +211,14 @@ def holm(p: np.ndarray) -> np.ndarray:
 def paired_stats(
     d: np.ndarray,
     margin: float,
-    rng: np.random.Generator,
+    rng: np.random.Generator | None = None,
     resamples: int = RESAMPLES,
     keep_boot: bool = False,
+    alpha: float = ALPHA,
 ) -> PairedStats:
-    """Everything per row of d (k, n). With n < MIN_ROUNDS intervals and p-values are NaN."""
+    """Everything per row of d (k, n). With n < MIN_ROUNDS intervals and p-values are NaN.
+    `alpha` is the level the intervals are at (a sequential design spends less per look);
+    `rng` is needed only for keep_boot (compare.py's bootstrap replicates)."""
     d = np.atleast_2d(np.asarray(d, dtype=np.float64))
     k, n = d.shape
     nan2 = np.full((k, 2), np.nan)
@@ -177,18 +226,23 @@ def paired_stats(
     sd = d.std(axis=1, ddof=1) if n > 1 else nan1.copy()
     estimate = hodges_lehmann(d) if n else nan1.copy()
     if n < MIN_ROUNDS:
-        return PairedStats(n, estimate, nan2, nan2.copy(), nan1, nan1.copy(), sd, mde(sd, n))
-    boot = bootstrap_hl(d, rng, resamples)
+        return PairedStats(
+            n, estimate, nan2, nan2.copy(), math.nan, nan1, nan1.copy(), sd, mde(sd, n, alpha)
+        )
+    ci95, confidence = exact_ci(d, alpha)
+    ci90, _ = exact_ci(d, 2 * alpha)
+    boot = bootstrap_hl(d, rng or np.random.default_rng(0), resamples) if keep_boot else None
     return PairedStats(
         n=n,
         estimate=estimate,
-        ci95=percentile_ci(boot, ALPHA, n),
-        ci90=percentile_ci(boot, 2 * ALPHA, n),
+        ci95=ci95,
+        ci90=ci90,
+        confidence95=confidence,
         wilcoxon_p=wilcoxon_p(d),
         tost_p=tost_p(d, margin),
         sd=sd,
-        mde=mde(sd, n),
-        boot=boot if keep_boot else None,
+        mde=mde(sd, n, alpha),
+        boot=boot,
     )
 
 
@@ -200,11 +254,12 @@ def differs(ci95: np.ndarray, p: np.ndarray, alpha: float = ALPHA) -> np.ndarray
 
 
 def equivalent(
-    ci90: np.ndarray, p_tost: np.ndarray, margin: float, alpha: float = ALPHA
+    ci95: np.ndarray, p_tost: np.ndarray, margin: float, alpha: float = ALPHA
 ) -> np.ndarray:
-    """Equivalence is claimed when the 90 % CI lies inside ±margin and TOST rejects."""
-    ci90 = np.atleast_2d(ci90)
-    inside = (ci90[:, 0] > -margin) & (ci90[:, 1] < margin)
+    """Equivalence is claimed when TOST rejects and the 95 % CI itself lies inside ±margin:
+    a verdict of "no difference" never stands beside an interval that leaves the margin."""
+    ci95 = np.atleast_2d(ci95)
+    inside = (ci95[:, 0] > -margin) & (ci95[:, 1] < margin)
     return inside & (np.asarray(p_tost) < alpha)
 
 
@@ -215,3 +270,16 @@ def cov_percent(values: np.ndarray) -> float:
     if v.size < 2 or v.mean() == 0:
         return math.nan
     return float(100 * v.std(ddof=1) / abs(v.mean()))
+
+
+def outlier_rounds(d: np.ndarray, threshold: float = OUTLIER_Z) -> np.ndarray:
+    """Rounds whose paired log-ratio is far from the others, per row: a modified z-score
+    |d - median| / (1.4826·MAD) beyond `threshold` (Iglewicz & Hoaglin's statistic; their 3.5
+    flags a round in 1 of 8 runs of 8 pure-noise rounds, so 5 is used: about 1 in 20). A
+    boolean (k, n) mask; rows whose MAD is 0 flag nothing."""
+    d = np.atleast_2d(np.asarray(d, dtype=np.float64))
+    med = np.nanmedian(d, axis=1, keepdims=True)
+    mad = 1.4826 * np.nanmedian(np.abs(d - med), axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.abs(d - med) / mad
+    return np.nan_to_num(z, nan=0.0) > threshold

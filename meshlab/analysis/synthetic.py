@@ -174,10 +174,7 @@ def experiment_for(spec: SyntheticSpec) -> Experiment:
                 "settle_timeout_s": 30.0,
             },
             "pinning": {"k6": "0", "client_sidecar": "1", "server_sidecar": "1", "app": "1"},
-            "analysis": {
-                "equivalence_margin_percent": spec.margin_percent,
-                "primary_metric": "p50",
-            },
+            "analysis": {"equivalence_margin_percent": spec.margin_percent},
         }
     )
 

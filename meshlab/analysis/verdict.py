@@ -1,4 +1,7 @@
-"""Plain-words verdict lines: '<arm> is 4.1 % faster at p50 (95 % CI 2.9-5.3 %)'."""
+"""Plain-words verdict lines: 'ebpf has 4.1 % lower p50 latency (95 % CI 2.9-5.3 %)'.
+
+Words say what was measured and no more: a lower percentile is "lower latency", not "faster";
+CPU per request is "less CPU per request", not "cheaper"."""
 
 from __future__ import annotations
 
@@ -20,38 +23,40 @@ def _magnitude(estimate: float, ci95: tuple[float, float]) -> tuple[bool, float,
     return lower, mag, f"(95 % CI {lo:.1f}{DASH}{hi:.1f} %)"
 
 
+def _change(metric: Metric, arm: str, mag: float, lower: bool, verb: str = "has") -> str:
+    words = metric.direction_words(lower)
+    if metric.family == "latency":
+        return f"{arm} {verb} {mag:.1f} % {words} {metric.phrase}"
+    uses = "uses" if verb == "has" else "seems to use"
+    return f"{arm} {uses} {mag:.1f} % {words} {metric.phrase}"
+
+
 def difference(metric: Metric, arm: str, estimate: float, ci95: tuple[float, float]) -> str:
     """A claimed difference, in the direction of the estimate, with a same-direction CI."""
     lower, mag, ci = _magnitude(estimate, ci95)
-    if metric.family == "latency":
-        return f"{arm} is {mag:.1f} % {metric.direction_words(lower)} {metric.phrase} {ci}"
-    more_less = "less" if lower else "more"
-    return f"{arm} uses {mag:.1f} % {more_less} CPU per request, {metric.label[4:]} {ci}"
+    return f"{_change(metric, arm, mag, lower)} {ci}"
 
 
-def no_difference(metric: Metric, margin_pct: float, ci90: tuple[float, float]) -> str:
+def no_difference(metric: Metric, margin_pct: float, ci95: tuple[float, float]) -> str:
     return (
-        f"no difference within ±{margin_pct:g} % {metric.phrase} "
-        f"(90 % CI {pct(ci90[0]):+.1f} to {pct(ci90[1]):+.1f} %)"
+        f"no difference within ±{margin_pct:g} % in {metric.phrase} "
+        f"(95 % CI {pct(ci95[0]):+.1f} to {pct(ci95[1]):+.1f} %)"
     )
 
 
 def inconclusive(metric: Metric, more_rounds: float) -> str:
-    return f"inconclusive {metric.phrase}: {_more(more_rounds)}"
+    return f"inconclusive in {metric.phrase}: {_more(more_rounds)}"
 
 
 def held_back_by_holm(
-    metric: Metric, arm: str, estimate: float, ci95: tuple[float, float], family: int, more: float
+    metric: Metric, arm: str, estimate: float, ci95: tuple[float, float], family: str, more: float
 ) -> str:
     """Significant on its own, not after the multiplicity correction: say both."""
     lower, mag, ci = _magnitude(estimate, ci95)
-    if metric.family == "latency":
-        seen = f"{arm} looks {mag:.1f} % {metric.direction_words(lower)} {ci}"
-    else:
-        seen = f"{arm} seems to use {mag:.1f} % {'less' if lower else 'more'} {ci}"
+    seen = _change(metric, arm, mag, lower, verb="seems to have")
     return (
-        f"inconclusive {metric.phrase}: {seen}, not significant after Holm correction over "
-        f"{family} secondary metrics; {_more(more)}"
+        f"inconclusive in {metric.phrase}: {seen} {ci}, not significant after Holm correction "
+        f"within the {family} family; {_more(more)}"
     )
 
 
@@ -64,6 +69,6 @@ def _more(more_rounds: float) -> str:
 
 def not_enough_rounds(metric: Metric, n: int, needed: int) -> str:
     return (
-        f"not enough rounds {metric.phrase}: {n} valid pair{'s' if n != 1 else ''}, "
+        f"not enough rounds for {metric.phrase}: {n} valid pair{'s' if n != 1 else ''}, "
         f"at least {needed} needed before any CI"
     )

@@ -25,6 +25,7 @@ from meshlab.k6.results import Measured, read_measured, summarize
 from meshlab.k6.schedule import schedule_lag
 from meshlab.record import store
 from meshlab.record.format import (
+    HOUSEKEEPING,
     CpuAccount,
     CpuFigure,
     FloodRecord,
@@ -150,6 +151,7 @@ def judge(exp: Experiment, lp: LoadPoint, slot: TrialSlot, ev: Evidence) -> Tria
         lag=lag,
         components_over_node=measure.components_over_node_percent(cpu, node_busy),
         accounting=measure.accounting_percent(accounts),
+        housekeeping=measure.housekeeping_percent(cpu, window.seconds, HOUSEKEEPING),
     )
     reasons += failed_gates
     sidecars = {}

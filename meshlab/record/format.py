@@ -85,6 +85,15 @@ class Rejection(Model):
     reasons: list[str]
 
 
+class StopState(Model):
+    """Why an adaptive block ended (or how far it is)."""
+
+    rounds: int  # valid paired rounds when last looked at
+    half_width_percent: float | None  # the widest primary 95 % CI half-width then
+    stopped: bool
+    reason: str
+
+
 class Manifest(Model):
     schema_version: Literal[1, 2] = SCHEMA_VERSION
     experiment: Experiment
@@ -103,6 +112,8 @@ class Manifest(Model):
     pinning: dict[str, str] | str
     images: dict[str, Image] = {}
     rejections: list[Rejection] = []
+    # adaptive runs: per block ("<load point>/<flood>"), the stopping rule's last look
+    stopping: dict[str, StopState] = {}
 
     @property
     def testbed(self) -> str:

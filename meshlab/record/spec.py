@@ -78,6 +78,9 @@ class Gates(_Strict):
     # every figure agrees with an independent one (experiment/measure.py)
     components_over_node_percent: Annotated[float, Field(ge=0)] = 1.0
     cpu_accounting_percent: Annotated[float, Field(ge=0)] = 2.0
+    # the harness' own processes (the step, its samplers) and the monitoring daemons share the
+    # measured CPUs: their CPU, in % of one CPU over the window, is measured and bounded
+    housekeeping_cpu_percent: Annotated[float, Field(gt=0, le=200)] = 5.0
     max_requeues: Annotated[int, Field(ge=0, le=20)] = 2
     max_rejected_share: Annotated[float, Field(ge=0, le=1)] = 0.2
     settle_cpu_busy_percent: Annotated[float, Field(gt=0, le=100)] = 25.0
@@ -93,9 +96,50 @@ class Pinning(_Strict):
     app: CpuList = "1"
 
 
+# The metrics the analysis compares (meshlab/analysis/metrics.py names them the same way).
+Metric = Literal[
+    "latency_p50", "latency_p90", "latency_p99", "latency_p999", "latency_mean",
+    "cpu_node_total", "cpu_sidecars", "cpu_client_sidecar", "cpu_server_sidecar", "cpu_app",
+    "cpu_k6", "server_sidecar_p50", "server_sidecar_p99",
+]  # fmt: skip
+# Schema 1 declared one primary metric by a short name.
+_OLD_PRIMARY = {"p50": "latency_p50", "p90": "latency_p90", "p99": "latency_p99",
+                "cpu": "cpu_node_total"}  # fmt: skip
+
+
+class Stop(_Strict):
+    """Adaptive stopping: after every `every` rounds from `min_rounds`, the run ends once every
+    primary metric's 95 % CI half-width is at most `half_width_percent`, or at `rounds`. The
+    intervals spend alpha over the looks (docs/methodology.md), so looking does not lie."""
+
+    half_width_percent: Annotated[float, Field(gt=0, le=50)]
+    min_rounds: Annotated[int, Field(ge=6, le=1000)] = 6
+    every: Annotated[int, Field(ge=1, le=100)] = 2
+
+
 class Analysis(_Strict):
     equivalence_margin_percent: Annotated[float, Field(gt=0, le=50)] = 2.0
-    primary_metric: Literal["p50", "p90", "p99", "cpu"] = "p50"
+    # The question the experiment answers: Holm-corrected within this family. Every other
+    # metric is reported as exploratory, Holm-corrected within its own family.
+    primary: Annotated[list[Metric], Field(min_length=1, max_length=6)] = [
+        "latency_p50", "cpu_node_total", "cpu_sidecars",
+    ]  # fmt: skip
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schema_1_primary(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "primary_metric" in data:
+            old = _OLD_PRIMARY.get(str(data["primary_metric"]), "latency_p50")
+            data = {k: v for k, v in data.items() if k != "primary_metric"}
+            data.setdefault("primary", [old])
+        return data
+
+    @field_validator("primary")
+    @classmethod
+    def _no_repeats(cls, primary: list[str]) -> list[str]:
+        if len(set(primary)) != len(primary):
+            raise ValueError(f"lists a metric twice: {primary}")
+        return primary
 
 
 class Experiment(_Strict):
@@ -110,6 +154,7 @@ class Experiment(_Strict):
     gates: Gates = Gates()
     pinning: Pinning = Pinning()
     analysis: Analysis = Analysis()
+    stop: Stop | None = None
 
     @field_validator("arms")
     @classmethod
@@ -125,7 +170,20 @@ class Experiment(_Strict):
         names = [lp.name for lp in self.load_points]
         if len(set(names)) != len(names):
             raise ValueError(f"load_points: names must be unique, got {names}")
+        if self.stop is not None and self.stop.min_rounds > self.rounds:
+            raise ValueError(
+                f"stop.min_rounds ({self.stop.min_rounds}) exceeds rounds ({self.rounds}), the "
+                "most the run may take"
+            )
         return self
+
+    def looks(self) -> list[int]:
+        """The round counts at which an adaptive run checks whether it may stop (the last is
+        `rounds`); a fixed design has one look, at the end."""
+        if self.stop is None:
+            return [self.rounds]
+        out = list(range(self.stop.min_rounds, self.rounds + 1, self.stop.every))
+        return out if out[-1] == self.rounds else [*out, self.rounds]
 
     @property
     def baseline(self) -> str:

@@ -81,7 +81,7 @@ def test_the_report_pipeline_gives_the_core_s_answer(tmp_path: Path) -> None:
     assert result is not None and result.ci95 is not None
     d = log_ratios(build_pairs(run)[0], BY_KEY["latency_p50"])
     assert result.estimate == pytest.approx(stats.hodges_lehmann(d)[0])
-    assert result.kind == "faster" and result.text.startswith("ebpf is ")
+    assert result.kind == "lower" and result.text.startswith("ebpf has ")
     assert result.ci95[0] <= math.log(0.97) <= result.ci95[1]
 
 

@@ -68,9 +68,15 @@ def test_equivalence_needs_the_interval_inside_the_margin() -> None:
         assert bool(stats.differs(st.ci95, st.wilcoxon_p)[0]) is not expect
 
 
-def test_mde_and_rounds_needed_follow_the_normal_approximation() -> None:
-    # methodology §7.5: 2.80 · sigma_d / √n; sigma_d 2.2 % at n = 10 gives ≈ 2.0 %
-    assert stats.mde(np.array([0.022]), 10)[0] == pytest.approx(0.0195, abs=2e-4)
+def test_mde_uses_t_quantiles() -> None:
+    # (t_.975,9 + t_.8,9) · 0.022 / √10 = (2.2622 + 0.8834) · 0.022 / 3.1623
+    assert stats.mde(np.array([0.022]), 10)[0] == pytest.approx(0.02188, abs=2e-5)
+    # at 8 rounds the normal quantiles (2.80) understate it by 16 %
+    ratio = stats.mde(np.array([1.0]), 8)[0] / (2.8016 / math.sqrt(8))
+    assert ratio == pytest.approx(1.164, abs=0.002)
+
+
+def test_rounds_needed_follows_the_normal_approximation() -> None:
     # outside the margin only detection can settle it: ((z.975 + z.8) · sd / θ)²
     assert stats.rounds_needed(0.03, 0.02, 0.02) == pytest.approx((2.8016 * 0.02 / 0.03) ** 2, 1e-3)
     # inside it, equivalence ((z.95 + z.8) · sd / (m - θ))² = 24.7 comes before detection (31.4)
@@ -82,3 +88,53 @@ def test_mde_and_rounds_needed_follow_the_normal_approximation() -> None:
 def test_cov_percent() -> None:
     assert stats.cov_percent(np.array([9.0, 10.0, 11.0])) == pytest.approx(10.0)
     assert math.isnan(stats.cov_percent(np.array([1.0])))
+
+
+# Two-sided alpha 0.05 critical values of the signed-rank statistic, as printed in published
+# tables (e.g. Hollander & Wolfe, Table A.4; the classic Wilcoxon T table): reject when T <= c.
+PUBLISHED_T_05 = {6: 0, 7: 2, 8: 3, 9: 5, 10: 8, 11: 10, 12: 13, 13: 17, 14: 21, 15: 25, 20: 52}
+
+
+@pytest.mark.parametrize(("n", "c"), sorted(PUBLISHED_T_05.items()))
+def test_critical_values_match_the_published_table(n: int, c: int) -> None:
+    assert stats.critical_value(n, 0.05) == c
+
+
+def test_no_interval_exists_below_six_rounds() -> None:
+    assert stats.critical_value(5, 0.05) is None
+    ci, conf = stats.exact_ci(np.ones((1, 5)), 0.05)
+    assert np.isnan(ci).all() and math.isnan(conf)
+
+
+def test_the_exact_interval_is_order_statistics_of_walsh_averages() -> None:
+    d = np.random.default_rng(8).normal(0.01, 0.02, (3, 8))
+    ci, conf = stats.exact_ci(d, 0.05)
+    for row, (lo, hi) in zip(d, ci, strict=True):
+        walsh = sorted((row[i] + row[j]) / 2 for i in range(8) for j in range(i, 8))
+        assert (lo, hi) == (walsh[3], walsh[36 - 4])  # c = 3: W(4) and W(33) of 36
+    assert conf == pytest.approx(1 - 2 * 5 / 256)  # P(T <= 3) = 5/256 at n = 8: 96.1 %
+
+
+def test_the_exact_interval_covers_the_truth_at_its_achieved_confidence() -> None:
+    rng = np.random.default_rng(2026)
+    d = rng.standard_t(3, (4000, 8)) * 0.03 + 0.02  # skewless but heavy-tailed rounds
+    ci, conf = stats.exact_ci(d, 0.05)
+    covered = ((ci[:, 0] <= 0.02) & (ci[:, 1] >= 0.02)).mean()
+    assert covered == pytest.approx(conf, abs=0.012)
+
+
+def test_a_far_round_is_flagged_and_a_quiet_set_is_not() -> None:
+    d = np.array([[0.01, 0.012, 0.009, 0.011, 0.010, 0.013, 0.3, 0.0105]])
+    assert stats.outlier_rounds(d)[0].tolist() == [False] * 6 + [True, False]
+    quiet = np.random.default_rng(1).normal(0, 0.01, (200, 12))
+    assert stats.outlier_rounds(quiet).mean() < 0.005  # about 0.3 % of pure-noise rounds
+
+
+def test_equivalence_is_never_claimed_beside_a_95_interval_leaving_the_margin() -> None:
+    margin = math.log1p(0.02)
+    # the aa-duet shape: tight rounds but one +64 % round
+    d = np.array(
+        [[0.002, -0.004, 0.006, 0.001, -0.002, 0.003, 0.004, -0.001, 0.0, 0.005, 0.49, 0.002]]
+    )
+    st = stats.paired_stats(d, margin)
+    assert st.ci95[0, 1] < margin or not stats.equivalent(st.ci95, st.tost_p, margin)[0]

@@ -41,7 +41,7 @@ def test_a_quieter_rerun_with_the_same_effect_agrees(tmp_path: Path) -> None:
     verdicts = _verdicts(text)
     assert verdicts["p50"] == "agree" and verdicts["CPU node total"] == "agree"
     assert "Noise side by side" in text and "CoV of p50, baseline" in text
-    assert "Overall: 10 agree." in text
+    assert "Overall: 13 agree." in text
 
 
 def test_a_rerun_that_measured_the_opposite_effect_disagrees(tmp_path: Path) -> None:

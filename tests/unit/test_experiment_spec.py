@@ -10,7 +10,8 @@ import yaml
 from meshlab.errors import MeshlabError
 from meshlab.record import spec
 
-EXPERIMENTS = sorted(Path(__file__).resolve().parents[2].glob("experiments/*.yml"))
+REPO = Path(__file__).resolve().parents[2]
+EXPERIMENTS = sorted(REPO.glob("experiments/*.yml"))
 BASE = {
     "id": "t",
     "description": "test",
@@ -94,3 +95,22 @@ def test_spec_hash_is_stable_and_sensitive():
     a, b = spec.parse(BASE, "a"), spec.parse(dict(BASE), "b")
     assert a.spec_hash() == b.spec_hash()
     assert a.spec_hash() != spec.parse({**BASE, "rounds": 7}, "c").spec_hash()
+
+
+def test_the_schema_names_exactly_the_metrics_the_analysis_compares() -> None:
+    from typing import get_args
+
+    from meshlab.analysis.metrics import METRICS
+
+    assert set(get_args(spec.Metric)) == {m.key for m in METRICS}
+
+
+def test_an_adaptive_run_looks_every_few_rounds_up_to_its_rounds() -> None:
+    data = yaml.safe_load((REPO / "experiments" / "default.yml").read_text())
+    exp = spec.parse(
+        {**data, "rounds": 13, "stop": {"half_width_percent": 1, "min_rounds": 6, "every": 3}}, "x"
+    )
+    assert exp.looks() == [6, 9, 12, 13]
+    assert spec.parse(data, "x").looks() == [data["rounds"]]
+    with pytest.raises(MeshlabError, match=r"stop.min_rounds \(14\) exceeds rounds \(13\)"):
+        spec.parse({**data, "rounds": 13, "stop": {"half_width_percent": 1, "min_rounds": 14}}, "x")

@@ -58,7 +58,8 @@ def test_report_html_is_self_contained_with_every_figure_embedded(full_run: Path
     assert html.count("<img") == len(images)
     assert not re.search(r"""(src|href)=['"]?(https?:)?//""", html), "external resource"
     assert "<table id='verdicts'>" in html and "Against the thesis" in html
-    assert "ebpf is " in html and "% faster at p50 (95 % CI " in html
+    assert "ebpf has " in html and "% lower p50 latency (95 % CI " in html
+    assert "<table id='tails'>" in html and "<table id='cpu-accounting'>" in html
 
 
 def test_trials_csv_has_one_row_per_trial_including_rejected(full_run: Path) -> None:
@@ -97,7 +98,8 @@ def test_stats_json_is_deterministic_across_rebuilds(full_run: Path) -> None:
     assert doc["baseline"] == "iptables" and doc["margin_percent"] == 2.0
     assert [c["flood"] for c in doc["comparisons"]] == ["off", "50x500"]
     p50 = doc["comparisons"][1]["metrics"][0]
-    assert p50["metric"] == "latency_p50" and p50["p_rule"] == "primary"
+    assert p50["metric"] == "latency_p50" and p50["family"] == "primary"
+    assert p50["holm_family_size"] == 3 and 0.95 <= p50["ci95_confidence"] < 0.99
     assert p50["ci95_percent"][0] < p50["estimate_percent"] < p50["ci95_percent"][1] < 0
 
 
@@ -146,20 +148,22 @@ def test_partial_run_reports_what_is_complete_and_says_so(tmp_path: Path) -> Non
     )
     run_dir = write_run(tmp_path, spec)
     html = build(run_dir).read_text()
-    assert "<b>Partial run.</b>" in html and "status is &#x27;interrupted&#x27;" in html
+    assert "<b>Partial run.</b>" in html and "Run status is &#39;interrupted&#39;" in html
     assert "11 of 16 planned trials are recorded; 5 are missing." in html
     assert "no trial.json yet" in html
     doc = json.loads((run_dir / "derived" / "stats.json").read_text())
     assert doc["run"]["partial"] is True
     assert doc["comparisons"][0]["rounds_paired"] == 5
     md = (run_dir / "derived" / "summary.md").read_text()
-    assert "**Partial run**" in md
+    assert "**Partial run.**" in md
 
 
 def test_fewer_than_six_rounds_says_not_enough_rounds(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path, SyntheticSpec(rounds=4, write_samples=False))
     html = build(run_dir).read_text()
-    assert "not enough rounds at p50: 4 valid pairs, at least 6 needed before any CI" in html
+    assert (
+        "not enough rounds for p50 latency: 4 valid pairs, at least 6 needed before any CI" in html
+    )
     p50 = json.loads((run_dir / "derived" / "stats.json").read_text())["comparisons"][0]["metrics"][
         0
     ]
@@ -258,22 +262,35 @@ def _edit_manifest(run_dir: Path, edit: Callable[[dict], object]) -> None:
     (run_dir / "manifest.json").write_text(json.dumps(doc))
 
 
-def test_primary_metric_comes_from_the_experiment(tmp_path: Path) -> None:
+def test_the_primary_family_comes_from_the_experiment(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path, SyntheticSpec(rounds=6, write_samples=False))
-    _edit_manifest(run_dir, lambda d: d["experiment"]["analysis"].update(primary_metric="cpu"))
+    _edit_manifest(run_dir, lambda d: d["experiment"]["analysis"].update(primary=["cpu_app"]))
     build(run_dir)
     doc = json.loads((run_dir / "derived" / "stats.json").read_text())
-    rules = {m["metric"]: m["p_rule"] for m in doc["comparisons"][0]["metrics"]}
-    assert doc["primary_metric"] == "cpu_node_total"
-    assert rules["cpu_node_total"] == "primary" and rules["latency_p50"] == "Holm"
+    families = {m["metric"]: m["family"] for m in doc["comparisons"][0]["metrics"]}
+    assert doc["primary"] == ["cpu_app"]
+    assert families["cpu_app"] == "primary" and families["latency_p50"] == "exploratory"
+    sizes = {m["family"]: m["holm_family_size"] for m in doc["comparisons"][0]["metrics"]}
+    assert sizes == {"primary": 1, "exploratory": len(families) - 1}
+
+
+def test_a_schema_1_primary_metric_still_reads(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=6, write_samples=False))
+
+    def old(d: dict) -> None:
+        d["experiment"]["analysis"] = {"equivalence_margin_percent": 2, "primary_metric": "cpu"}
+
+    _edit_manifest(run_dir, old)
+    build(run_dir)
+    assert json.loads((run_dir / "derived" / "stats.json").read_text())["primary"] == [
+        "cpu_node_total"
+    ]
 
 
 def test_unknown_primary_metric(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
-    _edit_manifest(run_dir, lambda d: d["experiment"]["analysis"].update(primary_metric="p42"))
-    _one_line_error(
-        run_dir, r"experiment.analysis.primary_metric: Input should be 'p50', 'p90', 'p99' or 'cpu'"
-    )
+    _edit_manifest(run_dir, lambda d: d["experiment"]["analysis"].update(primary=["p42"]))
+    _one_line_error(run_dir, r"experiment.analysis.primary\[0\]: Input should be 'latency_p50'")
 
 
 def test_too_many_rejections_mark_the_environment_unfit(tmp_path: Path) -> None:

@@ -139,8 +139,9 @@ def test_schedule_lag_measures_a_stall_and_its_catch_up_burst() -> None:
 
 
 def _judged(tmp_path: Path, **doctor: Any) -> dict[str, Any]:
-    """A local-testbed trial judged from synthetic raw files; `doctor` changes the evidence."""
-    exp = spec.load(SMOKE)
+    """A local-testbed trial judged from synthetic raw files with the default gates (smoke.yml's
+    are loose on purpose); `doctor` changes the evidence."""
+    exp = spec.load(SMOKE).model_copy(update={"gates": spec.Gates()})
     lp = exp.load_points[0]
     tdir = tmp_path / "trial"
     tdir.mkdir()
@@ -248,6 +249,7 @@ def test_the_sidecars_latency_covers_the_same_window(tmp_path: Path) -> None:
         ({"steal": {"mean_percent": 0.6, "max_percent": 1}}, "steal_mean_percent 0.6 exceeds 0.5"),
         ({"lag": None}, "schedule_lag_p99_ms: no value"),
         ({"accounting": None}, "cpu_accounting_percent: no value"),
+        ({"housekeeping": 7.5}, "housekeeping_cpu_percent 7.5 exceeds 5.0"),
     ],
 )  # fmt: skip
 def test_every_gate_says_why_it_failed(change: dict[str, Any], reason: str | None) -> None:
@@ -255,6 +257,7 @@ def test_every_gate_says_why_it_failed(change: dict[str, Any], reason: str | Non
         "gates": spec.Gates(), "rate": 1000, "achieved": 1000.0, "dropped": 0, "failed": 0,
         "steal": {"mean_percent": 0.0, "max_percent": 0.0},
         "lag": {"p99_ms": 1.0, "max_ms": 5.0}, "components_over_node": -10.0, "accounting": -1.0,
+        "housekeeping": 1.0,
     }  # fmt: skip
     table, reasons = measure.evaluate_gates(**{**args, **change})
     assert reasons[:1] == ([reason] if reason else [])
