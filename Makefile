@@ -12,7 +12,7 @@ APT_PACKAGES := nginx libnginx-mod-http-echo iptables iproute2 clang llvm libbpf
 EXPERIMENT ?= experiments/default.yml
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup apt venv bpf lab test test-unit test-testbed lint bench-testbed bench-dataplane bench-report clean
+.PHONY: help setup apt venv bpf lab test test-unit test-testbed lint bench-testbed bench-dataplane bench-report calibration clean
 
 help:
 	@echo "make lab    set up, bring the local testbed up, run $(EXPERIMENT), write the report"
@@ -24,7 +24,7 @@ setup: apt venv bpf
 # The eBPF arm's programs, compiled against this kernel's BTF. A host that cannot build them
 # still gets a working iptables arm; `--dataplane ebpf` then names what is missing.
 bpf: venv
-	@$(PY) -m meshlab.ebpf build || echo "setup: the eBPF arm is unavailable on this host (above); the iptables arm works"
+	@$(BIN)/meshlab ebpf build || echo "setup: the eBPF arm is unavailable on this host (above); the iptables arm works"
 
 # Idempotent: installs only what is missing. policy-rc.d keeps Debian from starting nginx or
 # prometheus in the host's root namespace; the testbed runs its own copies inside namespaces.
@@ -69,13 +69,16 @@ test: setup lint
 	$(BIN)/pytest tests
 
 bench-testbed: setup
-	$(PY) -m meshlab.bench.testbed
+	$(BIN)/meshlab bench testbed
 
 bench-dataplane: setup
-	$(PY) -m meshlab.bench.dataplane
+	$(BIN)/meshlab bench dataplane
 
 bench-report: venv
-	$(PY) -m meshlab.bench.report
+	$(BIN)/meshlab bench report
+
+calibration: venv
+	$(BIN)/meshlab bench calibration
 
 clean:
 	-$(BIN)/meshlab testbed down

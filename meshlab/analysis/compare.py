@@ -1,11 +1,11 @@
 """`meshlab compare RUN_A RUN_B`: did a rerun (e.g. in a quieter cloud) agree with the first run?
 
-For every metric both runs measured, the ratio of ratios (B's paired ratio ÷ A's) is estimated
-as the difference of the two Hodges-Lehmann log-ratios; its 95 % CI comes from the two runs'
-independent round bootstraps. Verdict (methodology T8):
-- disagree: the CI excludes 1 — the runs measured different effects;
-- agree: the CI contains 1 and the two estimates are within 1 percentage point;
-- inconclusive: the CI contains 1 but the estimates are further apart — too noisy to tell.
+For every metric both runs measured, the difference of the two effects (B's change minus A's,
+in percentage points) with a 95 % CI from the two runs' independent round bootstraps. Verdict,
+the primary family first (the question both runs asked):
+- disagree: the CI excludes 0 — the runs measured different effects;
+- agree: the whole CI lies within ±2 percentage points — the rerun reproduced the effect;
+- inconclusive: neither — the runs are too noisy to show agreement at that precision.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from meshlab.analysis import fmt, stats
-from meshlab.analysis.analyse import Analysis, MetricResult, analyse
+from meshlab.analysis.analyse import PRIMARY, Analysis, MetricResult, analyse
 from meshlab.analysis.fmt import pct
 from meshlab.analysis.run import Run, load_run
 from meshlab.errors import MeshlabError
 
-AGREE_PP = 1.0  # point estimates may differ by at most this many percentage points
+AGREE_PP = 2.0  # the difference's whole CI within ± this many percentage points
 _MAX_DIFFS_SHOWN = 4
 
 
@@ -38,7 +40,7 @@ def compare(run_a: Path, run_b: Path, force: bool = False) -> str:
     lines += [f"warning: images differ: {d}" for d in image_differences(a_run, b_run)]
     lines += ["", "Noise side by side", _table(_noise_rows(a, b))]
     rows, verdicts, unmatched = _ratio_rows(a, b)
-    lines += ["", "Ratio of ratios (B's arm/baseline ratio ÷ A's), 95 % CI", _table(rows)]
+    lines += ["", "Difference of the effects (B's change - A's, pp), 95 % CI", _table(rows)]
     if unmatched:
         lines.append("measured in only one run: " + ", ".join(unmatched))
     counts = {k: verdicts.count(k) for k in ("agree", "disagree", "inconclusive", "too few rounds")}
@@ -144,7 +146,9 @@ def _find(an: Analysis, key: tuple) -> Any:
 
 
 def _ratio_rows(a: Analysis, b: Analysis) -> tuple[list[list[str]], list[str], list[str]]:
-    rows = [["comparison", "metric", "A change", "B change", "B÷A", "95 % CI", "verdict"]]
+    rows = [
+        ["comparison", "metric", "family", "A change", "B change", "B - A", "95 % CI", "verdict"]
+    ]
     verdicts: list[str] = []
     unmatched = []
     for ca in a.comparisons:
@@ -154,21 +158,23 @@ def _ratio_rows(a: Analysis, b: Analysis) -> tuple[list[list[str]], list[str], l
         if cb is None:
             unmatched.append(tag)
             continue
-        for ra in ca.results:
+        # the question both runs asked first, then the exploratory metrics
+        for ra in sorted(ca.results, key=lambda r: r.family != PRIMARY):
             rb = cb.result(ra.metric.key)
             if rb is None:
                 unmatched.append(f"{tag} {ra.metric.label}")
                 continue
-            ror, ci, word = ratio_of_ratios(ra, rb)
+            diff, ci, word = difference_of_effects(ra, rb)
             verdicts.append(word.split(":")[0])
             rows.append(
                 [
                     tag,
                     ra.metric.label,
+                    ra.family,
                     fmt.signed_pct(ra.estimate),
                     fmt.signed_pct(rb.estimate),
-                    fmt.signed_pct(ror),
-                    fmt.ci_pct(ci),
+                    f"{diff:+.2f} pp",
+                    "—" if ci is None else f"{ci[0]:+.2f} to {ci[1]:+.2f} pp",
                     word,
                 ]
             )
@@ -180,24 +186,24 @@ def _ratio_rows(a: Analysis, b: Analysis) -> tuple[list[list[str]], list[str], l
     return rows, verdicts, unmatched
 
 
-def ratio_of_ratios(
+def difference_of_effects(
     ra: MetricResult, rb: MetricResult
 ) -> tuple[float, tuple[float, float] | None, str]:
-    """(log ratio of ratios, its 95 % CI or None, verdict word)."""
-    ror = rb.estimate - ra.estimate
+    """(B's change - A's in percentage points, its 95 % CI or None, verdict word)."""
+    diff = pct(rb.estimate) - pct(ra.estimate)
     if ra.boot is None or rb.boot is None:
-        return ror, None, "too few rounds"
-    diff = rb.boot - ra.boot  # independent runs: independent resamples, paired by index only
-    lo, hi = stats.percentile_ci(diff[None, :], stats.ALPHA, min(ra.n, rb.n))[0]
+        return diff, None, "too few rounds"
+    # independent runs: independent resamples, paired by index only
+    boot = 100 * (np.expm1(rb.boot) - np.expm1(ra.boot))
+    lo, hi = stats.percentile_ci(boot[None, :], stats.ALPHA, min(ra.n, rb.n))[0]
     ci = (float(lo), float(hi))
-    apart = abs(pct(rb.estimate) - pct(ra.estimate))
     if lo > 0 or hi < 0:
         word = "disagree"
-    elif apart <= AGREE_PP:
+    elif lo > -AGREE_PP and hi < AGREE_PP:
         word = "agree"
     else:
-        word = f"inconclusive: {apart:.1f} pp apart, CI too wide"
-    return ror, ci, word
+        word = f"inconclusive: CI reaches {max(abs(lo), abs(hi)):.1f} pp, beyond ±{AGREE_PP:g}"
+    return diff, ci, word
 
 
 def _table(rows: list[list[str]]) -> str:

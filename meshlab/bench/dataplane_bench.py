@@ -14,7 +14,7 @@ from meshlab.experiment import runner
 
 
 def main() -> int:
-    run_dir = runner.run(paths.EXPERIMENTS / "dataplane.yml", None, paths.RESULTS)
+    (run_dir,) = runner.run(paths.EXPERIMENTS / "dataplane.yml", None, paths.RESULTS)
     summary = Path(run_dir, "derived", "summary.md").read_text()
     print(summary.split("## Against the thesis")[0])
     return 0

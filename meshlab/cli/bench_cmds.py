@@ -38,3 +38,15 @@ def report(
     from meshlab.bench import report_bench
 
     raise typer.Exit(report_bench.main(rounds, samples, keep))
+
+
+@app.command()
+def calibration(
+    simulations: Annotated[int, typer.Option(help="simulated experiments per design")] = 2000,
+    seed: Annotated[int, typer.Option()] = 2026,
+) -> None:
+    """Simulated A/A false positives, CI coverage and rounds for a 3 % effect, fixed and
+    adaptive designs (docs/methodology.md)."""
+    from meshlab.bench import calibration_bench
+
+    raise typer.Exit(calibration_bench.main(simulations, seed))

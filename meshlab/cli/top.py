@@ -24,12 +24,15 @@ def run(
     report_: Annotated[
         bool, typer.Option("--report/--no-report", help="build the report at the end")
     ] = True,
+    repeat: Annotated[
+        int, typer.Option(help="K independent runs, then how far their estimates spread")
+    ] = 1,
 ) -> None:
-    """Run a paired experiment (experiment.yml through ansible-runner) with a progress bar."""
+    """Run a paired experiment (experiment.yml through ansible-runner) with progress."""
     from meshlab.experiment import runner
 
     try:
-        runner.run(experiment, resume, results_dir, report=report_)
+        runner.run(experiment, resume, results_dir, report=report_, repeat=repeat)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 

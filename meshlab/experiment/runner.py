@@ -1,10 +1,14 @@
-"""`meshlab run`: drive experiment.yml through ansible-runner with a live progress bar, then a
-final table and the report."""
+"""`meshlab run`: drive experiment.yml through ansible-runner, showing progress, then a final
+table; the playbook's last play builds the report (`ansible-playbook experiment.yml` ends the
+same way). On a terminal the progress is a live bar; otherwise (CI, `make lab > lab.log`,
+nohup) one line per finished trial, so a log is never silent for minutes."""
 
 from __future__ import annotations
 
 import json
 import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,53 +21,83 @@ from meshlab.errors import MeshlabError
 from meshlab.experiment import engine
 from meshlab.record import spec, store
 
+PLAN_TASK = "Validate the definition and write the plan"
+NEXT_TASK = "Ask the plan for the next step"
 # Tasks whose stdout is a step's result (local testbed: step; cloud testbed: ingest).
 STEP_RESULT_TASKS = ("Run the step's trials", "Judge the trial from the fetched files")
+REPORT_TASK = "Build the report"
+
+
+def trial_line(position: int, total: int, t: dict[str, Any], so_far: list[str]) -> str:
+    """One finished trial: 'trial 3/16 ebpf r02: p50 0.612 ms, steal max 0.0 %, valid | ...'."""
+    p50 = f"{t['p50_ms']:.3f} ms" if t["p50_ms"] is not None else "-"
+    verdict = t["status"] if t["status"] == "valid" else f"REJECTED ({'; '.join(t['reasons'])})"
+    line = (
+        f"trial {position}/{total} {t['arm']} r{t['round']:02d}: p50 {p50}, "
+        f"steal max {t['steal_max_percent']:.1f} %, {verdict}"
+    )
+    return line + (f" | so far: {'; '.join(so_far)}" if so_far else "")
 
 
 class _Watcher:
-    """Turns ansible-runner events into progress: plan size, trial i/N, arm, round, p50, steal."""
+    """Turns ansible-runner events into progress: plan size, trial i/N, arm, round, p50, steal,
+    and the primary estimates so far. `say` prints a line (non-terminal output); `bar` updates
+    a live bar (terminal)."""
 
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.bar = progress.add_task("planning", total=None)
+    def __init__(self, say: Callable[[str], None], bar: Callable[..., None]) -> None:
+        self.say, self.bar = say, bar
         self.run_dir: Path | None = None
+        self.report: str | None = None
         self.last = ""
+        self.play = ""
 
     def __call__(self, ev: dict[str, Any]) -> None:
         data = ev.get("event_data", {})
         task = data.get("task", "")
+        if ev.get("event") == "playbook_on_play_start" and data.get("play") != self.play:
+            self.play = data.get("play", "")
+            self.say(f"[{time.strftime('%H:%M:%S')}] {self.play}")
         if ev.get("event") == "playbook_on_task_start" and not self.run_dir:
-            self.progress.update(self.bar, description=f"set-up: {task}")
+            self.bar(description=f"set-up: {task}")
         if ev.get("event") != "runner_on_ok":
             return
         stdout = (data.get("res") or {}).get("stdout", "")
-        if task == "Validate the definition and write the plan":
+        if task == PLAN_TASK:
             plan = json.loads(stdout)
             self.run_dir = Path(plan["run_dir"])
-            self.progress.update(
-                self.bar,
-                total=plan["planned"],
-                completed=plan["done"],
-                description=f"run {self.run_dir.name}: testbed",
-            )
-        elif task == "Ask the plan for the next step":
+            self.say(f"run {self.run_dir}: {plan['planned']} trials planned, {plan['done']} done")
+            self.bar(total=plan["planned"], completed=plan["done"], description="testbed")
+        elif task == NEXT_TASK:
             nxt = json.loads(stdout)
             if not nxt["done"]:
-                self.progress.update(
-                    self.bar,
+                stop = nxt.get("stop")
+                width = ""
+                if stop and stop["half_width_percent"] is not None:
+                    left = stop["rounds_left"]
+                    width = (
+                        f" | CI ±{stop['half_width_percent']:.2f} % (target "
+                        f"±{stop['target_percent']:g} %, ~{left if left is not None else '?'} "
+                        "rounds left)"
+                    )
+                self.bar(
                     total=nxt["total"],
-                    description=f"trial {nxt['position']}/{nxt['total']} {nxt['label']}{self.last}",
+                    description=f"trial {nxt['position']}/{nxt['total']} {nxt['label']}"
+                    f"{self.last}{width}",
                 )
+            elif nxt.get("stopped_early"):
+                self.say(f"stopping rule met for {', '.join(nxt['stopped_early'])}: run complete")
         elif task in STEP_RESULT_TASKS:
             out = json.loads(stdout)
+            for i, t in enumerate(out["trials"]):
+                position = out["done"] - len(out["trials"]) + i + 1
+                self.say(trial_line(position, out["total"], t, out.get("so_far", [])))
             t = out["trials"][-1]
             p50 = f"{t['p50_ms']:.3f} ms" if t["p50_ms"] is not None else "-"
             flag = "" if t["status"] == "valid" else " REJECTED"
-            self.last = (
-                f"  | last: {t['arm']} p50 {p50}, steal max {t['steal_max_percent']:.1f} %{flag}"
-            )
-            self.progress.update(self.bar, total=out["total"], completed=out["done"])
+            self.last = f"  | last: {t['arm']} p50 {p50}{flag}"
+            self.bar(total=out["total"], completed=out["done"])
+        elif task == REPORT_TASK:
+            self.report = stdout.strip().removeprefix("report: ")
 
 
 def final_table(run_dir: Path) -> Table:
@@ -105,25 +139,33 @@ def final_table(run_dir: Path) -> Table:
     return table
 
 
-def run(experiment: Path, resume: Path | None, results_dir: Path, report: bool = True) -> Path:
-    if resume is None:
-        spec.load(experiment)  # a bad definition fails here, in one line, before any set-up
-    else:
-        store.load_manifest(resume)
-    console = Console(stderr=True)
+def _one_run(
+    experiment: Path, resume: Path | None, results_dir: Path, report: bool, console: Console
+) -> Path:
     extravars = {
         "experiment": str(experiment),
         "results_dir": str(results_dir),
         "resume": str(resume or ""),
+        "meshlab_report": report,
     }
+    live = console.is_terminal
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
-        watcher = _Watcher(progress)
+    with Progress(*columns, console=console, transient=False, disable=not live) as progress:
+        task = progress.add_task("planning", total=None)
+
+        def say(line: str) -> None:
+            if not live:
+                print(line, flush=True)
+
+        def bar(**kwargs: Any) -> None:
+            progress.update(task, **kwargs)
+
+        watcher = _Watcher(say, bar)
         try:
             ansible.run_playbook(
                 "experiment.yml",
@@ -144,11 +186,53 @@ def run(experiment: Path, resume: Path | None, results_dir: Path, report: bool =
     if watcher.run_dir is None:
         raise MeshlabError("experiment.yml finished without planning a run")
     console.print(final_table(watcher.run_dir))
-    if report:
-        try:
-            from meshlab.analysis.report import build
-        except ImportError:
-            pass
-        else:
-            console.print(f"report: {build(watcher.run_dir)}")
+    if watcher.report:
+        console.print(f"report: {watcher.report}")
     return watcher.run_dir
+
+
+def run(
+    experiment: Path,
+    resume: Path | None,
+    results_dir: Path,
+    report: bool = True,
+    repeat: int = 1,
+) -> list[Path]:
+    """Run the experiment `repeat` times (independent runs, each its own directory), or
+    resume one; with more than one run, say how far their primary estimates spread."""
+    if resume is None:
+        spec.load(experiment)  # a bad definition fails here, in one line, before any set-up
+    else:
+        store.load_manifest(resume)
+        if repeat > 1:
+            raise MeshlabError("--repeat: a resumed run is one run; repeat a new one instead")
+    if repeat < 1:
+        raise MeshlabError(f"--repeat: {repeat} is not a number of runs (1 or more)")
+    console = Console(stderr=True)
+    runs = []
+    for k in range(repeat):
+        if repeat > 1:
+            console.print(f"run {k + 1} of {repeat}")
+        runs.append(_one_run(experiment, resume, results_dir, report, console))
+    if repeat > 1:
+        console.print(between_runs(runs))
+    return runs
+
+
+def between_runs(runs: list[Path]) -> str:
+    """'reproduced within ± x pp over K runs' per primary metric of the first comparison."""
+    from meshlab.analysis.reproduce import estimates
+    from meshlab.analysis.run import load_run
+
+    per_key: dict[tuple[str, str], list[float]] = {}
+    for run_dir in runs:
+        for key, value in estimates(load_run(run_dir)).items():
+            per_key.setdefault(key, []).append(value)
+    lines = [f"between {len(runs)} runs:"]
+    for (comparison, metric), values in sorted(per_key.items()):
+        half = (max(values) - min(values)) / 2
+        lines.append(
+            f"  {comparison}, {metric}: {statistics.median(values):+.2f} % median, reproduced "
+            f"within ±{half:.2f} pp over {len(values)} runs"
+        )
+    return "\n".join(lines)

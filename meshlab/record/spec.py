@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -170,11 +171,21 @@ class Experiment(_Strict):
         names = [lp.name for lp in self.load_points]
         if len(set(names)) != len(names):
             raise ValueError(f"load_points: names must be unique, got {names}")
-        if self.stop is not None and self.stop.min_rounds > self.rounds:
-            raise ValueError(
-                f"stop.min_rounds ({self.stop.min_rounds}) exceeds rounds ({self.rounds}), the "
-                "most the run may take"
-            )
+        if self.stop is not None:
+            if self.stop.min_rounds > self.rounds:
+                raise ValueError(
+                    f"stop.min_rounds ({self.stop.min_rounds}) exceeds rounds ({self.rounds}), "
+                    "the most the run may take"
+                )
+            looks = len(self.looks())
+            # each look gets alpha 0.05/looks; the exact signed-rank interval needs 2/2^n below it
+            need = math.ceil(math.log2(2 * looks / 0.05))
+            if self.stop.min_rounds < need:
+                raise ValueError(
+                    f"stop.min_rounds ({self.stop.min_rounds}) is too few for {looks} looks: each "
+                    f"gets alpha 0.05/{looks}, which no interval reaches below {need} rounds "
+                    "(raise min_rounds or every)"
+                )
         return self
 
     def looks(self) -> list[int]:

@@ -136,3 +136,26 @@ def test_a_round_missing_a_valid_trial_is_dropped_and_counted(tmp_path: Path) ->
     stats_json = analyse(run).to_dict()
     assert stats_json["comparisons"][0]["rounds_dropped"] == 2
     assert stats_json["gates"]["trials_rejected"] == 2
+
+
+# ---- the simulated designs (meshlab/analysis/calibration.py, `make calibration`) -----------
+
+
+def test_fixed_and_adaptive_designs_keep_the_false_positive_rate() -> None:
+    from meshlab.analysis.calibration import Design, run_design
+
+    rng = np.random.default_rng(7)
+    for design in (Design("fixed 8", (8,)), Design("adaptive", tuple(range(8, 21, 2)), 2.0)):
+        aa = run_design(design, rng, 1000)
+        # binomial sd of a 5 % rate over 1000 runs is 0.7 pp: 6.5 % would be 2 sd above
+        assert aa.family_false_positive <= 0.065, (design, aa)
+        assert aa.coverage >= 0.94, (design, aa)
+
+
+def test_an_adaptive_design_stops_early_on_quiet_data_and_still_detects() -> None:
+    from meshlab.analysis.calibration import Design, run_design
+
+    rng = np.random.default_rng(8)
+    design = Design("adaptive", tuple(range(8, 21, 2)), 3.0)
+    out = run_design(design, rng, 500, (-0.05, 0.0, 0.0))
+    assert out.mean_rounds < 13 and out.detected > 0.7  # measured: 12.1 of up to 20, 80 %

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from meshlab.analysis.analyse import analyse
-from meshlab.analysis.compare import compare, ratio_of_ratios
+from meshlab.analysis.compare import compare, difference_of_effects
 from meshlab.analysis.run import load_run
 from meshlab.analysis.synthetic import SyntheticSpec, write_run
 from meshlab.cli import app
@@ -26,7 +26,7 @@ def _run(root: Path, **kw: object) -> Path:
 def _verdicts(text: str) -> dict[str, str]:
     """metric label -> verdict word, from the ratio table."""
     out = {}
-    table = text.split("Ratio of ratios", 1)[1]
+    table = text.split("Difference of the effects", 1)[1]
     for line in table.splitlines():
         if line.startswith("ebpf vs iptables @ "):
             cols = [c for c in line.split("  ") if c.strip()]
@@ -35,13 +35,20 @@ def _verdicts(text: str) -> dict[str, str]:
 
 
 def test_a_quieter_rerun_with_the_same_effect_agrees(tmp_path: Path) -> None:
-    noisy = _run(tmp_path / "a", noise_seed=1, round_sd=0.05, trial_sd=0.012)
+    noisy = _run(tmp_path / "a", noise_seed=1, round_sd=0.02, trial_sd=0.008)
     quiet = _run(tmp_path / "b", noise_seed=2, round_sd=0.01, trial_sd=0.004)
     text = compare(noisy, quiet)
     verdicts = _verdicts(text)
     assert verdicts["p50"] == "agree" and verdicts["CPU node total"] == "agree"
+    assert verdicts["CPU sidecars"] == "agree"
     assert "Noise side by side" in text and "CoV of p50, baseline" in text
     assert "Overall: 13 agree." in text
+
+
+def test_runs_too_noisy_to_show_agreement_say_so(tmp_path: Path) -> None:
+    a = _run(tmp_path / "a", noise_seed=1, round_sd=0.08, trial_sd=0.03)
+    b = _run(tmp_path / "b", noise_seed=2, round_sd=0.08, trial_sd=0.03)
+    assert _verdicts(compare(a, b))["p50"] == "inconclusive"
 
 
 def test_a_rerun_that_measured_the_opposite_effect_disagrees(tmp_path: Path) -> None:
@@ -62,10 +69,10 @@ def test_ratio_of_ratios_ci_contains_the_true_difference(tmp_path: Path) -> None
         load_run(_run(tmp_path / "b", noise_seed=4, effects={"ebpf": -0.01})), keep_boot=True
     )
     ra, rb = (x.comparisons[0].result("latency_p50") for x in (a, b))
-    ror, ci, word = ratio_of_ratios(ra, rb)
-    truth = math.log(0.99) - math.log(0.97)
+    diff, ci, word = difference_of_effects(ra, rb)
+    truth = 100 * (0.99 - 0.97)
     assert ci is not None and ci[0] <= truth <= ci[1]
-    assert ror == pytest.approx(rb.estimate - ra.estimate)
+    assert diff == pytest.approx(100 * (math.expm1(rb.estimate) - math.expm1(ra.estimate)))
     assert word == "disagree"
 
 
@@ -82,7 +89,7 @@ def test_different_specs_are_refused_with_the_reason(tmp_path: Path) -> None:
     assert "\n" not in msg and msg.startswith(str(b))
     assert "spec hash" in msg and "experiment differs in: rounds" in msg and "--force" in msg
     forced = compare(a, b, force=True)
-    assert "warning: spec hash" in forced and "Ratio of ratios" in forced
+    assert "warning: spec hash" in forced and "Difference of the effects" in forced
 
 
 def test_cli_compare_refusal_exits_2(tmp_path: Path) -> None:

@@ -107,10 +107,11 @@ def test_the_schema_names_exactly_the_metrics_the_analysis_compares() -> None:
 
 def test_an_adaptive_run_looks_every_few_rounds_up_to_its_rounds() -> None:
     data = yaml.safe_load((REPO / "experiments" / "default.yml").read_text())
-    exp = spec.parse(
-        {**data, "rounds": 13, "stop": {"half_width_percent": 1, "min_rounds": 6, "every": 3}}, "x"
-    )
-    assert exp.looks() == [6, 9, 12, 13]
+    stop = {"half_width_percent": 1, "min_rounds": 8, "every": 3}
+    exp = spec.parse({**data, "rounds": 13, "stop": stop}, "x")
+    assert exp.looks() == [8, 11, 13]
     assert spec.parse(data, "x").looks() == [data["rounds"]]
     with pytest.raises(MeshlabError, match=r"stop.min_rounds \(14\) exceeds rounds \(13\)"):
         spec.parse({**data, "rounds": 13, "stop": {"half_width_percent": 1, "min_rounds": 14}}, "x")
+    with pytest.raises(MeshlabError, match=r"stop.min_rounds \(6\) is too few for 4 looks"):
+        spec.parse({**data, "rounds": 12, "stop": {"half_width_percent": 1, "min_rounds": 6}}, "x")

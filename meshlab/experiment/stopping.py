@@ -1,0 +1,84 @@
+"""Adaptive stopping (`stop:` in the experiment): end a block once its answer is known.
+
+A block is one load point under one flood size. At each look (`Experiment.looks()`: every
+`stop.every` paired rounds from `stop.min_rounds`, and the last planned round) the primary
+family is analysed with alpha spent over all the looks (Bonferroni across looks, so stopping at
+any of them keeps the stated error rates: Jennison & Turnbull, Group Sequential Methods with
+Applications to Clinical Trials, 2000, ch. 2). The block stops when every primary metric's 95 %
+interval half-width is at most the target; its remaining planned rounds are skipped. The state
+is recomputed from the trial records at every step, so a resumed run continues where it was.
+"""
+
+from __future__ import annotations
+
+import math
+
+from meshlab.analysis.analyse import PRIMARY, pairset_results, primary_alpha
+from meshlab.analysis.pairing import build_pairs
+from meshlab.analysis.run import load_run
+from meshlab.errors import MeshlabError
+from meshlab.record.format import Manifest, PlanEntry, StopState
+
+
+def block_of(entry: PlanEntry) -> str:
+    return f"{entry.load_point}/{entry.flood}"
+
+
+def evaluate(run_dir, manifest: Manifest) -> dict[str, StopState]:
+    """The stopping rule's state per block (empty for a fixed design)."""
+    exp = manifest.experiment
+    if exp.stop is None:
+        return {}
+    try:
+        run = load_run(run_dir)
+    except MeshlabError:
+        return {}  # nothing finished yet
+    alpha, looks = primary_alpha(run)
+    target = exp.stop.half_width_percent
+    states: dict[str, StopState] = {}
+    for ps in build_pairs(run):
+        block = f"{ps.load_point}/{ps.flood}"
+        widths = [
+            r.half_width_percent
+            for r in pairset_results(run, ps, alpha, resamples=0)
+            if r.family == PRIMARY
+        ]
+        width = max(widths) if widths and None not in widths else None  # type: ignore[type-var]
+        met = ps.n in looks and width is not None and width <= target
+        previous = states.get(block)
+        if previous is not None:  # several arms: the block waits for every comparison
+            met = met and previous.stopped
+            width = (
+                None
+                if width is None or previous.half_width_percent is None
+                else max(width, previous.half_width_percent)
+            )
+        if met:
+            reason = (
+                f"stopped after {ps.n} paired rounds: every primary 95 % CI half-width is "
+                f"within ±{target:g} % (widest ±{width:.2f} %)"
+            )
+        elif ps.n >= exp.rounds:
+            reason = (
+                f"ran all {exp.rounds} planned rounds; the widest primary half-width is "
+                + (f"±{width:.2f} %" if width is not None else "not known")
+                + f" (target ±{target:g} %)"
+            )
+        else:
+            reason = f"{ps.n} paired rounds; next look at {next_look(looks, ps.n)}"
+        states[block] = StopState(rounds=ps.n, half_width_percent=width, stopped=met, reason=reason)
+    return states
+
+
+def next_look(looks: list[int], n: int) -> int:
+    return next((k for k in looks if k > n), looks[-1])
+
+
+def rounds_left(state: StopState, target: float, planned: int) -> int | None:
+    """A rough forecast for the progress bar: half-widths shrink as 1/√n."""
+    if state.stopped:
+        return 0
+    if state.half_width_percent is None or state.rounds == 0:
+        return None
+    need = state.rounds * (state.half_width_percent / target) ** 2
+    return max(0, min(planned, math.ceil(need)) - state.rounds)

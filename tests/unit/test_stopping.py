@@ -1,0 +1,57 @@
+"""Adaptive stopping: a block ends at a look once its primary intervals are narrow enough, its
+remaining rounds are skipped, and the state survives --resume (it is rebuilt from the trials)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from meshlab.analysis.synthetic import SyntheticSpec, write_run
+from meshlab.experiment import engine
+from meshlab.record import store
+
+
+def _adaptive(tmp_path: Path, half_width: float, keep_rounds: int) -> Path:
+    """A 12-round synthetic run turned adaptive (looks at 8, 10, 12), with only its first
+    `keep_rounds` rounds recorded, still running."""
+    run_dir = write_run(
+        tmp_path, SyntheticSpec(rounds=12, write_samples=False, trial_sd=0.002, round_sd=0.01)
+    )
+    doc = json.loads((run_dir / "manifest.json").read_text())
+    doc["experiment"]["stop"] = {"half_width_percent": half_width, "min_rounds": 8, "every": 2}
+    doc["status"] = "running"
+    (run_dir / "manifest.json").write_text(json.dumps(doc))
+    for tdir in (run_dir / "trials").iterdir():
+        if json.loads((tdir / "trial.json").read_text())["round"] > keep_rounds:
+            shutil.rmtree(tdir)
+    return run_dir
+
+
+def test_a_block_whose_intervals_are_narrow_stops_at_the_look(tmp_path: Path) -> None:
+    run_dir = _adaptive(tmp_path, half_width=20.0, keep_rounds=8)
+    nxt = engine.next_step(run_dir)
+    assert nxt["done"] is True and nxt["stopped_early"] == ["1000rps/50x500"]
+    (state,) = store.load_manifest(run_dir).stopping.values()
+    assert state.stopped and state.rounds == 8 and state.half_width_percent < 20
+    assert "stopped after 8 paired rounds" in state.reason
+    assert engine.finish(run_dir)["status"] == "complete"
+
+
+def test_a_block_keeps_going_until_its_target_and_forecasts_rounds(tmp_path: Path) -> None:
+    run_dir = _adaptive(tmp_path, half_width=0.01, keep_rounds=8)
+    nxt = engine.next_step(run_dir)
+    assert nxt["done"] is False
+    assert nxt["stop"]["target_percent"] == 0.01 and nxt["stop"]["half_width_percent"] > 0.01
+    assert nxt["stop"]["rounds_left"] == 4  # capped at the rounds the plan holds
+    (state,) = store.load_manifest(run_dir).stopping.values()
+    assert not state.stopped and "next look at 10" in state.reason
+
+
+def test_between_looks_nothing_stops_and_a_resume_keeps_the_state(tmp_path: Path) -> None:
+    run_dir = _adaptive(tmp_path, half_width=20.0, keep_rounds=9)  # 9 is not a look
+    assert engine.next_step(run_dir)["done"] is False
+    engine.finish(run_dir, interrupted=True)
+    resumed = engine.init(Path("unused.yml"), tmp_path, run_dir, "netns")
+    assert resumed["done"] == 18
+    assert store.load_manifest(run_dir).stopping  # carried in the manifest
