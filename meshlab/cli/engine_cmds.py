@@ -144,3 +144,18 @@ def preflight(
         ),
         indent=None,
     )
+
+
+@app.command("cluster-lease")
+def cluster_lease(
+    holder: Annotated[str, typer.Option(help="who asks: controller and run directory")],
+    namespace: Annotated[str, typer.Option()] = "meshlab",
+    lease_json: Annotated[str, typer.Option(help="kubectl get lease -o json ('' = none)")] = "",
+    release: Annotated[bool, typer.Option(help="give it up (delete) instead")] = False,
+) -> None:
+    """(cloud) The Lease manifest to apply for this run, {"delete": true}, or a refusal naming
+    the run that holds the cluster."""
+    from meshlab.cluster import lease
+
+    manifest = lease.decide(_json(lease_json, "--lease-json"), holder, namespace, release=release)
+    print_json({"delete": True} if manifest is None else {"apply": manifest})

@@ -21,6 +21,7 @@ from meshlab.experiment import plan as planner
 from meshlab.experiment import provenance, stopping
 from meshlab.record import spec, store
 from meshlab.record.format import SCHEMA_VERSION, Image, Manifest, PlanEntry, Rejection, TrialRecord
+from meshlab.testbed import lease
 
 TESTBEDS = ("netns", "k8s")
 
@@ -88,6 +89,8 @@ def init(
         )
         discarded = []
         store.save_manifest(run_dir, manifest)  # the plan exists before the first trial
+    if testbed == "netns":
+        _hold_testbed(run_dir)
     done = store.completed_trials(run_dir)
     return {
         "run_dir": str(run_dir),
@@ -99,6 +102,15 @@ def init(
         "max_steps": len(manifest.plan) * (exp.gates.max_requeues + 1) + 1,
         "discarded_unfinished": discarded,
     }
+
+
+def _hold_testbed(run_dir: Path) -> None:
+    """The local testbed's lease, for the playbook that runs this plan: shared with meshlab run
+    when it holds it, else taken for the ansible-playbook process. A second run is refused
+    here, before anything on the testbed changes."""
+    holder = lease.acquire("ansible-playbook experiment.yml", pid=lease.playbook_ancestor())
+    verb = "meshlab run" if holder.what.startswith("meshlab run") else "ansible-playbook"
+    lease.describe_run(holder, f"{verb} {run_dir}")
 
 
 def _same_images(run_dir: Path, manifest: Manifest, images: dict[str, Any]) -> None:
@@ -154,6 +166,8 @@ def _stopped_blocks(
 
 def next_step(run_dir: Path) -> dict[str, Any]:
     manifest = store.load_manifest(run_dir)
+    if manifest.testbed == "netns":
+        lease.require_held()  # the run that planned this is still alive and holds the testbed
     done = store.completed_trials(run_dir)
     if _too_many_rejections(manifest, done):
         return {"done": True, "reason": "environment-unfit"}
@@ -199,6 +213,7 @@ def _entries(manifest: Manifest, indexes: list[int]) -> list[PlanEntry]:
 def step(run_dir: Path, indexes: list[int]) -> dict[str, Any]:
     from meshlab.experiment.netns_trial import run_step  # heavy imports only when trials run
 
+    lease.require_held()
     manifest = store.load_manifest(run_dir)
     entries = _entries(manifest, indexes)
     results = run_step(run_dir, manifest, entries)

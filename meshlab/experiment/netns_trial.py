@@ -7,9 +7,13 @@ written last: its presence is what marks a trial finished (resume relies on it).
 
 from __future__ import annotations
 
+import ctypes
 import gzip
 import os
+import signal
 import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +21,7 @@ from typing import Any
 
 from meshlab.core import atomic
 from meshlab.core.procstat import read_jsonl
+from meshlab.errors import MeshlabError
 from meshlab.experiment import load, sidecar_log
 from meshlab.experiment.judge import Evidence, judge
 from meshlab.experiment.samplers import Sampler, cpu_busy_now
@@ -30,9 +35,12 @@ from meshlab.experiment.trialdir import (
 from meshlab.record import store
 from meshlab.record.format import Manifest, PlanEntry, TrialRecord
 from meshlab.record.spec import Experiment, LoadPoint
+from meshlab.testbed import lease
 from meshlab.testbed import state as tb_state
 from meshlab.testbed.iptables import save_line_count
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCHDOG_S = 0.5  # how often a step checks that its run still holds the testbed
 SAMPLE_INTERVAL_S = 0.2  # counters are interpolated at the window's edges between samples
 ACCESS_LOG_FLUSH_S = 0.6  # Envoy writes its access logs every 0.25 s (testbed_sidecar)
 HARNESS_CGROUP = "harness"
@@ -143,7 +151,39 @@ def _prepare(run_dir: Path, exp: Experiment, tb: dict[str, Any], plan: list[Plan
     return trial
 
 
-def _run_k6(trials: list[_Trial], tb: dict[str, Any], lp: LoadPoint) -> None:
+_LIBC = ctypes.CDLL(None, use_errno=True)  # resolved here, not in the forked child
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the step dies (kill -9 included)."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class _Watchdog(threading.Thread):
+    """Ends the step when the run it belongs to is gone (meshlab run killed, or the playbook
+    that holds the testbed): its k6 loads are killed and the step exits without writing
+    trial.json, so the trial stays unfinished and --resume runs it again."""
+
+    def __init__(self) -> None:
+        super().__init__(name="watchdog", daemon=True)
+        self.procs: list[subprocess.Popen] = []
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(WATCHDOG_S):
+            try:
+                lease.require_held()
+            except MeshlabError as err:
+                for proc in self.procs:
+                    proc.kill()
+                print(f"meshlab: error: {err}", file=sys.stderr, flush=True)
+                os._exit(3)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _run_k6(trials: list[_Trial], tb: dict[str, Any], lp: LoadPoint, watchdog: _Watchdog) -> None:
     """Start every trial's k6 at once (duet) and wait for all, within a hard time limit."""
     procs = [
         subprocess.Popen(
@@ -152,9 +192,11 @@ def _run_k6(trials: list[_Trial], tb: dict[str, Any], lp: LoadPoint) -> None:
             stderr=subprocess.STDOUT,
             text=True,
             env={**load.k6_env(lp), "PATH": "/usr/bin:/bin"},
+            preexec_fn=_die_with_parent,
         )
         for t in trials
     ]
+    watchdog.procs += procs
     limit = load.time_limit_s(lp)
     for trial, proc in zip(trials, procs, strict=True):
         try:
@@ -193,6 +235,8 @@ def run_step(run_dir: Path, manifest: Manifest, entries: list[PlanEntry]) -> lis
         "monitoring": Path(tb["cgroup_root"]) / MONITORING_CGROUP,
     }
 
+    watchdog = _Watchdog()
+    watchdog.start()
     settled = settle(tb, exp.gates)
     # Components of both duet pairs are sampled together, told apart by an @pair suffix; the
     # housekeeping cgroups belong to every trial of the step.
@@ -209,7 +253,8 @@ def run_step(run_dir: Path, manifest: Manifest, entries: list[PlanEntry]) -> lis
         Sampler(ps, cg, components, interval=SAMPLE_INTERVAL_S),
     ):
         t_launch = time.time()
-        _run_k6(trials, tb, lp)
+        _run_k6(trials, tb, lp, watchdog)
+    watchdog.stop()
     ended_at = store.now_iso()
     time.sleep(ACCESS_LOG_FLUSH_S)  # the sidecars' last lines reach their files
     stat_rows = read_jsonl(scratch / ".proc-stat.jsonl")

@@ -20,6 +20,7 @@ from meshlab import ansible, paths
 from meshlab.errors import MeshlabError
 from meshlab.experiment import engine
 from meshlab.record import spec, store
+from meshlab.testbed import lease
 
 PLAN_TASK = "Validate the definition and write the plan"
 NEXT_TASK = "Ask the plan for the next step"
@@ -210,10 +211,12 @@ def run(
         raise MeshlabError(f"--repeat: {repeat} is not a number of runs (1 or more)")
     console = Console(stderr=True)
     runs = []
-    for k in range(repeat):
-        if repeat > 1:
-            console.print(f"run {k + 1} of {repeat}")
-        runs.append(_one_run(experiment, resume, results_dir, report, console))
+    # One run at a time on the testbed: refused here, in one line, when another holds it.
+    with lease.holding(f"meshlab run {resume or experiment}"):
+        for k in range(repeat):
+            if repeat > 1:
+                console.print(f"run {k + 1} of {repeat}")
+            runs.append(_one_run(experiment, resume, results_dir, report, console))
     if repeat > 1:
         console.print(between_runs(runs))
     return runs

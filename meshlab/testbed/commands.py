@@ -8,6 +8,7 @@ from typing import Any
 from meshlab import ansible
 from meshlab.core.flood import parse_flood
 from meshlab.errors import MeshlabError
+from meshlab.testbed import lease
 from meshlab.testbed import state as tb_state
 
 
@@ -29,15 +30,16 @@ def up(dataplane: str = "iptables", flood: str = "off", duet: bool = False) -> a
     tb_state.require_root()
     arm = _arm(dataplane)
     spec = str(parse_flood(flood))
-    return ansible.run_playbook(
-        "playbooks/testbed.yml",
-        {
-            "meshlab_testbed_dataplane": arm,
-            "meshlab_testbed_flood": spec,
-            "meshlab_testbed_duet": duet,
-        },
-        title="testbed up",
-    )
+    with lease.holding("meshlab testbed up"):
+        return ansible.run_playbook(
+            "playbooks/testbed.yml",
+            {
+                "meshlab_testbed_dataplane": arm,
+                "meshlab_testbed_flood": spec,
+                "meshlab_testbed_duet": duet,
+            },
+            title="testbed up",
+        )
 
 
 def _duet_of_recorded() -> bool:
@@ -57,25 +59,30 @@ def set_dataplane(dataplane: str, pairs: list[int] | None = None) -> ansible.Pla
     }
     if pairs:
         extravars["meshlab_testbed_pairs"] = pairs
-    return ansible.run_playbook("playbooks/dataplane.yml", extravars, title=f"dataplane {arm}")
+    with lease.holding(f"meshlab testbed dataplane {arm}"):
+        return ansible.run_playbook("playbooks/dataplane.yml", extravars, title=f"dataplane {arm}")
 
 
 def set_flood(flood: str) -> ansible.PlaybookRun:
     tb_state.require_root()
     current = tb_state.load()
     spec = str(parse_flood(flood, field="flood"))
-    return ansible.run_playbook(
-        "playbooks/flood.yml",
-        {"meshlab_testbed_flood": spec, "meshlab_testbed_duet": current.get("duet", False)},
-        title=f"flood {spec}",
-    )
+    with lease.holding(f"meshlab testbed flood {spec}"):
+        return ansible.run_playbook(
+            "playbooks/flood.yml",
+            {"meshlab_testbed_flood": spec, "meshlab_testbed_duet": current.get("duet", False)},
+            title=f"flood {spec}",
+        )
 
 
 def down() -> ansible.PlaybookRun:
     tb_state.require_root()
-    return ansible.run_playbook(
-        "playbooks/down.yml", {"meshlab_testbed_duet": _duet_of_recorded()}, title="testbed down"
-    )
+    with lease.holding("meshlab testbed down"):
+        return ansible.run_playbook(
+            "playbooks/down.yml",
+            {"meshlab_testbed_duet": _duet_of_recorded()},
+            title="testbed down",
+        )
 
 
 def exec_in_pod(pod: str, argv: list[str]) -> int:

