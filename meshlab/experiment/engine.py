@@ -199,7 +199,13 @@ def next_step(run_dir: Path) -> dict[str, Any]:
         "label": " + ".join(f"{e.arm} r{e.round}" for e in group),
         "position": len(done) + 1,
         "total": len(manifest.plan),
+        "reruns": _reruns(manifest),
     }
+
+
+def _reruns(manifest: Manifest) -> int:
+    """Plan entries that re-run a rejected trial (so 'total' can say why it grew)."""
+    return sum(1 for e in manifest.plan if e.requeue_of is not None)
 
 
 def _entries(manifest: Manifest, indexes: list[int]) -> list[PlanEntry]:
@@ -268,6 +274,7 @@ def _record(
         ],
         "done": len(done),
         "total": len(manifest.plan),
+        "reruns": _reruns(manifest),
         "so_far": so_far(run_dir),
     }
 

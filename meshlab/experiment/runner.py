@@ -29,12 +29,19 @@ STEP_RESULT_TASKS = ("Run the step's trials", "Judge the trial from the fetched 
 REPORT_TASK = "Build the report"
 
 
-def trial_line(position: int, total: int, t: dict[str, Any], so_far: list[str]) -> str:
+def of_total(total: int, reruns: int) -> str:
+    """'16', or '17 (1 re-run)' once a rejected trial has been queued again."""
+    return f"{total}" + (f" ({reruns} re-run{'s' if reruns > 1 else ''})" if reruns else "")
+
+
+def trial_line(
+    position: int, total: int, t: dict[str, Any], so_far: list[str], reruns: int = 0
+) -> str:
     """One finished trial: 'trial 3/16 ebpf r02: p50 0.612 ms, steal max 0.0 %, valid | ...'."""
     p50 = f"{t['p50_ms']:.3f} ms" if t["p50_ms"] is not None else "-"
     verdict = t["status"] if t["status"] == "valid" else f"REJECTED ({'; '.join(t['reasons'])})"
     line = (
-        f"trial {position}/{total} {t['arm']} r{t['round']:02d}: p50 {p50}, "
+        f"trial {position}/{of_total(total, reruns)} {t['arm']} r{t['round']:02d}: p50 {p50}, "
         f"steal max {t['steal_max_percent']:.1f} %, {verdict}"
     )
     return line + (f" | so far: {'; '.join(so_far)}" if so_far else "")
@@ -51,15 +58,22 @@ class _Watcher:
         self.report: str | None = None
         self.last = ""
         self.play = ""
+        self.pending_play = ""
 
     def __call__(self, ev: dict[str, Any]) -> None:
         data = ev.get("event_data", {})
         task = data.get("task", "")
-        if ev.get("event") == "playbook_on_play_start" and data.get("play") != self.play:
-            self.play = data.get("play", "")
-            self.say(f"[{time.strftime('%H:%M:%S')}] {self.play}")
-        if ev.get("event") == "playbook_on_task_start" and not self.run_dir:
-            self.bar(description=f"set-up: {task}")
+        if ev.get("event") == "playbook_on_play_start":
+            self.pending_play = data.get("play", "")
+        if ev.get("event") == "playbook_on_task_start":
+            # A play is announced by its first task: plays for hosts this run does not have
+            # (the cluster plays on the local testbed) start no task and stay silent.
+            if self.pending_play and self.pending_play != self.play:
+                self.play = self.pending_play
+                self.say(f"[{time.strftime('%H:%M:%S')}] {self.play}")
+            self.pending_play = ""
+            if not self.run_dir:
+                self.bar(description=f"set-up: {task}")
         if ev.get("event") != "runner_on_ok":
             return
         stdout = (data.get("res") or {}).get("stdout", "")
@@ -82,7 +96,8 @@ class _Watcher:
                     )
                 self.bar(
                     total=nxt["total"],
-                    description=f"trial {nxt['position']}/{nxt['total']} {nxt['label']}"
+                    description=f"trial {nxt['position']}/"
+                    f"{of_total(nxt['total'], nxt.get('reruns', 0))} {nxt['label']}"
                     f"{self.last}{width}",
                 )
             elif nxt.get("stopped_early"):
@@ -91,7 +106,11 @@ class _Watcher:
             out = json.loads(stdout)
             for i, t in enumerate(out["trials"]):
                 position = out["done"] - len(out["trials"]) + i + 1
-                self.say(trial_line(position, out["total"], t, out.get("so_far", [])))
+                self.say(
+                    trial_line(
+                        position, out["total"], t, out.get("so_far", []), out.get("reruns", 0)
+                    )
+                )
             t = out["trials"][-1]
             p50 = f"{t['p50_ms']:.3f} ms" if t["p50_ms"] is not None else "-"
             flag = "" if t["status"] == "valid" else " REJECTED"
