@@ -12,7 +12,7 @@ APT_PACKAGES := nginx libnginx-mod-http-echo iptables iproute2 clang llvm libbpf
 EXPERIMENT ?= experiments/default.yml
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup apt venv bpf lab test test-unit test-testbed lint bench-testbed bench-dataplane bench-report calibration clean
+.PHONY: help setup apt venv bpf lab test test-unit test-testbed lint bench-testbed bench-dataplane bench-placement bench-report calibration clean
 
 help:
 	@echo "make lab    set up, bring the local testbed up, run $(EXPERIMENT), write the report"
@@ -73,6 +73,9 @@ bench-testbed: setup
 
 bench-dataplane: setup
 	$(BIN)/meshlab bench dataplane
+
+bench-placement: setup
+	$(BIN)/meshlab run experiments/placement.yml
 
 bench-report: venv
 	$(BIN)/meshlab bench report

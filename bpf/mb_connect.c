@@ -5,9 +5,11 @@
  *
  *   app (uid != 1337)  -> any non-loopback ip:port  ==>  127.0.0.1:15001,
  *                         source bound to the pod IP
- *   sidecar (uid 1337) -> meshed pod IP on this host ==> same IP, port 15006
+ *   sidecar (uid 1337) -> meshed pod IP on its own node ==> same IP, port 15006
  *                         (same-node bypass: the peer's inbound listener is
- *                         reached without any NAT at the destination)
+ *                         reached without any NAT at the destination); to a
+ *                         pod on another node it is untouched, and that
+ *                         node's pod captures it (iptables PREROUTING)
  *
  * In both cases the original destination is stored under the socket cookie;
  * sockops moves it to the 4-tuple map once the connection is established, and
@@ -39,23 +41,26 @@ static __always_inline bool ml_port_excluded(__u16 port)
 }
 
 /*
- * The pod IP of the calling task: the loader maps each pod's cgroup id to its
- * IP, and the caller may sit in a child cgroup of it (meshlab/<pod>/sidecar),
- * so walk the caller's ancestors from the top. 0 if none is a pod cgroup.
+ * The pod of the calling task: the loader maps each pod's cgroup id to its IP
+ * and node, and the caller may sit in a child cgroup of it
+ * (meshlab/<pod>/sidecar), so walk the caller's ancestors from the top.
+ * { 0, 0 } if none is a pod cgroup.
  */
-static __always_inline __u32 ml_current_pod_ip(void)
+static __always_inline struct ml_pod ml_current_pod(void)
 {
+	struct ml_pod none = { 0, 0 };
+
 	for (int level = 1; level <= ML_MAX_CGROUP_LEVEL; level++) {
 		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
-		__u32 *ip;
+		struct ml_pod *pod;
 
 		if (!id) /* deeper than the caller's own cgroup */
 			break;
-		ip = bpf_map_lookup_elem(&ml_cgroup_pods, &id);
-		if (ip)
-			return *ip;
+		pod = bpf_map_lookup_elem(&ml_cgroup_pods, &id);
+		if (pod)
+			return *pod;
 	}
-	return 0;
+	return none;
 }
 
 static __always_inline void ml_record(struct bpf_sock_addr *ctx, __u32 ip, __u16 port,
@@ -68,14 +73,22 @@ static __always_inline void ml_record(struct bpf_sock_addr *ctx, __u32 ip, __u16
 }
 
 static __always_inline int ml_sidecar_connect(struct bpf_sock_addr *ctx, __u32 dst_ip,
-					      __u16 dst_port, __u32 pod_ip)
+					      __u16 dst_port, struct ml_pod caller)
 {
 	struct bpf_sock *sk = ctx->sk;
+	__u32 pod_ip = caller.ip;
+	__u32 *dst_node = bpf_map_lookup_elem(&ml_pod_ips, &dst_ip);
 
-	/* Not a meshed pod on this host: leave it to normal routing (and to the
-	 * destination's own capture, if any). */
-	if (!bpf_map_lookup_elem(&ml_pod_ips, &dst_ip))
+	/* Not a meshed pod: leave it to normal routing. */
+	if (!dst_node)
 		return 1;
+	/* A meshed pod on another node (or a caller we cannot place): the plain
+	 * path, as Merbridge, whose local_pod_ips only holds its node's pods. The
+	 * packets cross both nodes and the destination pod's capture. */
+	if (!caller.node || *dst_node != caller.node) {
+		ml_count(ML_STAT_CROSS_NODE);
+		return 1;
+	}
 	/* Inbound delivery to our own app (Istio binds 127.0.0.6 for it; checking
 	 * the pod IP as well covers a sidecar that does not bind). Rewriting this
 	 * to 15006 would loop the request back into our own inbound listener. */
@@ -133,7 +146,7 @@ int ml_connect4(struct bpf_sock_addr *ctx)
 	__u32 dst_ip = ctx->user_ip4;
 	__u16 dst_port = bpf_ntohs((__u16)ctx->user_port);
 	__u64 uid_gid;
-	__u32 pod_ip;
+	struct ml_pod pod;
 
 	if (ctx->type != ML_SOCK_STREAM || ctx->protocol != IPPROTO_TCP)
 		return 1;
@@ -144,10 +157,10 @@ int ml_connect4(struct bpf_sock_addr *ctx)
 	if (ml_port_excluded(dst_port))
 		return 1;
 
-	pod_ip = ml_current_pod_ip();
+	pod = ml_current_pod();
 	uid_gid = bpf_get_current_uid_gid();
 	/* Istio exempts both the proxy uid and gid (istio-iptables -u/-g). */
 	if ((__u32)uid_gid == ML_SIDECAR_UID || (__u32)(uid_gid >> 32) == ML_SIDECAR_UID)
-		return ml_sidecar_connect(ctx, dst_ip, dst_port, pod_ip);
-	return ml_app_connect(ctx, dst_ip, dst_port, pod_ip);
+		return ml_sidecar_connect(ctx, dst_ip, dst_port, pod);
+	return ml_app_connect(ctx, dst_ip, dst_port, pod.ip);
 }

@@ -43,22 +43,25 @@ struct {
 	__type(value, __u64);
 } ml_sock_pairs SEC(".maps");
 
-/* Meshed pod IPs on this host (filled by the loader): sidecar traffic to one
- * of these goes straight to that pod's inbound port (same-node bypass). */
+/* Meshed pod IPs (filled by the loader) -> the node each runs on. Sidecar
+ * traffic to one of these on the caller's own node goes straight to that pod's
+ * inbound port (same-node bypass); Merbridge's local_pod_ips holds only the
+ * node's own pods, this one map serves every testbed node. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
 	__type(key, __u32);   /* pod IP, network order */
-	__type(value, __u32); /* reserved flags, 0 */
+	__type(value, __u32); /* node id */
 } ml_pod_ips SEC(".maps");
 
-/* cgroup id of a pod cgroup -> that pod's IP (filled by the loader). Lets
- * connect4 know "which pod am I in" without Merbridge's netns socket probing. */
+/* cgroup id of a pod cgroup -> that pod (filled by the loader). Lets connect4
+ * know "which pod, on which node, am I in" without Merbridge's netns socket
+ * probing. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, struct ml_pod);
 } ml_cgroup_pods SEC(".maps");
 
 /*

@@ -56,6 +56,14 @@ struct ml_pair {
 	__u16 dport;
 };
 
+/* A pod as the loader registers it: its IP (network order) and the id of the
+ * node it runs on (1, 2, ...). One kernel hosts every testbed node, so "on this
+ * host" means "on the caller's node". */
+struct ml_pod {
+	__u32 ip;
+	__u32 node;
+};
+
 /* Counter slots of the ml_stats per-CPU array (status reports the sums). */
 enum ml_stat {
 	ML_STAT_OUT_REDIRECT = 0, /* app connect rewritten to 127.0.0.1:15001 */
@@ -67,6 +75,7 @@ enum ml_stat {
 	ML_STAT_PAIR_RECORDED,    /* sockops copied an origin to the 4-tuple map */
 	ML_STAT_SOCKHASH_ADD,     /* socket inserted into the sockhash */
 	ML_STAT_SOCKHASH_FAIL,    /* bpf_sock_hash_update failed */
+	ML_STAT_CROSS_NODE,       /* sidecar connect to a meshed pod on another node: untouched */
 	ML_STAT_MAX,
 };
 

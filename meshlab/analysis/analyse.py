@@ -184,6 +184,7 @@ class Analysis:
                     "baseline": c.pairs.baseline,
                     "load_point": c.pairs.load_point,
                     "flood": c.pairs.flood,
+                    "placement": c.pairs.placement,
                     "rounds_paired": c.pairs.n,
                     "rounds_dropped": len(c.pairs.dropped),
                     "dropped": [{"round": r, "why": why} for r, why in c.pairs.dropped],
@@ -315,7 +316,7 @@ def _result(
 
 
 def _cell(t: Trial, ps: PairSet, arm: str) -> bool:
-    return t.arm == arm and t.load_point == ps.load_point and t.flood == ps.flood
+    return t.arm == arm and t.cell == ps.cell
 
 
 def _adjust_and_judge(run: Run, arm: str, results: list[MetricResult], margin: float) -> None:
@@ -404,6 +405,7 @@ def _gates(run: Run) -> Gates:
                     "round": t.round,
                     "load_point": t.load_point,
                     "flood": t.flood,
+                    "placement": t.placement,
                     "reasons": list(t.rejection_reasons) or ["no reason recorded"],
                 }
             )

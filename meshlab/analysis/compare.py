@@ -118,7 +118,7 @@ def _noise_rows(a: Analysis, b: Analysis) -> list[list[str]]:
         ca, cb = _find(a, key), _find(b, key)
         ra = ca.result("latency_p50") if ca else None
         rb = cb.result("latency_p50") if cb else None
-        rows.append([f"{key[0]} vs {key[1]} @ {key[2]}/{key[3]}: paired rounds", _n(ca), _n(cb)])
+        rows.append([f"{key[0]} vs {key[1]} @ {'/'.join(key[2:])}: paired rounds", _n(ca), _n(cb)])
         rows.append(["  CoV of p50, baseline", _cov(ra, "cov_a"), _cov(rb, "cov_a")])
         rows.append(["  CoV of p50, arm", _cov(ra, "cov_b"), _cov(rb, "cov_b")])
         rows.append(["  MDE of p50", _mde(ra), _mde(rb)])
@@ -137,8 +137,8 @@ def _mde(r: MetricResult | None) -> str:
     return "—" if r is None else fmt.mde_pct(r.reported_mde)
 
 
-def _key(ps: Any) -> tuple[str, str, str, str]:
-    return (ps.arm, ps.baseline, ps.load_point, ps.flood)
+def _key(ps: Any) -> tuple[str, ...]:
+    return (ps.arm, ps.baseline, *ps.cell)
 
 
 def _find(an: Analysis, key: tuple) -> Any:
@@ -154,7 +154,7 @@ def _ratio_rows(a: Analysis, b: Analysis) -> tuple[list[list[str]], list[str], l
     for ca in a.comparisons:
         key = _key(ca.pairs)
         cb = _find(b, key)
-        tag = f"{key[0]} vs {key[1]} @ {key[2]}/{key[3]}"
+        tag = f"{key[0]} vs {key[1]} @ {'/'.join(key[2:])}"
         if cb is None:
             unmatched.append(tag)
             continue
@@ -179,7 +179,7 @@ def _ratio_rows(a: Analysis, b: Analysis) -> tuple[list[list[str]], list[str], l
                 ]
             )
     unmatched += [
-        f"{k[0]} vs {k[1]} @ {k[2]}/{k[3]}"
+        f"{k[0]} vs {k[1]} @ {'/'.join(k[2:])}"
         for k in (_key(c.pairs) for c in b.comparisons)
         if _find(a, k) is None
     ]

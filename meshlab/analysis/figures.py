@@ -30,7 +30,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from meshlab.analysis.analyse import Analysis, MetricResult
 from meshlab.analysis.fmt import TIMES, pct
-from meshlab.analysis.run import Run, Trial
+from meshlab.analysis.run import Cell, Run, Trial
 from meshlab.analysis.samples import Timeline
 from meshlab.analysis.thesis import SpreadRow
 
@@ -59,8 +59,7 @@ class Figure_:  # noqa: N801 - avoids shadowing matplotlib's Figure
     png: bytes
 
 
-Cell = tuple[str, str]  # (load point, flood)
-LatencyPools = dict[tuple[str, str, str], np.ndarray]  # (arm, lp, flood) -> per-request ms
+LatencyPools = dict[tuple[str, Cell], np.ndarray]  # (arm, cell) -> per-request ms
 
 
 def colors(run: Run) -> dict[str, str]:
@@ -68,8 +67,9 @@ def colors(run: Run) -> dict[str, str]:
 
 
 def cells(run: Run) -> list[Cell]:
-    present = {(t.load_point, t.flood) for t in run.valid_trials()}
-    return [(lp, f) for lp in run.load_points() for f in run.floods() if (lp, f) in present]
+    """The blocks with at least one valid trial."""
+    present = {t.cell for t in run.valid_trials()}
+    return [c for c in run.cells() if c in present]
 
 
 def _png(fig: Figure) -> bytes:
@@ -79,10 +79,10 @@ def _png(fig: Figure) -> bytes:
 
 
 def _cell_title(run: Run, cell: Cell) -> str:
-    lp, flood = cell
+    lp, flood, placement = cell
     rate = next((t.rate for t in run.trials if t.load_point == lp), None)
     rate_s = f" ({rate:g} req/s)" if rate and rate != lp else ""
-    return f"{lp}{rate_s}, flood {flood}"
+    return f"{lp}{rate_s}, flood {flood}, {placement}"
 
 
 def _legend_arms(ax: Axes, run: Run, extra: Sequence = ()) -> None:
@@ -124,7 +124,7 @@ def latency_boxes(run: Run) -> Figure_:
     axes = fig.subplots(len(cs), 1, squeeze=False)[:, 0]
     k = len(run.arms)
     for ax, cell in zip(axes, cs, strict=True):
-        trials = [t for t in run.valid_trials() if (t.load_point, t.flood) == cell]
+        trials = [t for t in run.valid_trials() if t.cell == cell]
         rounds = sorted({t.round for t in trials})
         slot = {r: i for i, r in enumerate(rounds)}
         for ai, arm in enumerate(run.arms):
@@ -200,7 +200,7 @@ def cpu(run: Run) -> Figure_:
     fig = Figure(figsize=(WIDTH, 0.8 + 3.0 * len(cs)), layout="constrained")
     axes = fig.subplots(len(cs), 3, squeeze=False, width_ratios=(1.4, 1.0, 1.4))
     for row, cell in zip(axes, cs, strict=True):
-        trials = [t for t in run.valid_trials() if (t.load_point, t.flood) == cell]
+        trials = [t for t in run.valid_trials() if t.cell == cell]
         per_req, comp, peak = row
         for arm in run.arms:
             ts = sorted((t for t in trials if t.arm == arm), key=lambda t: t.round)
@@ -283,7 +283,7 @@ def forest(analysis: Analysis) -> Figure_:
     rows: list[tuple[str, MetricResult | None]] = []
     for c in analysis.comparisons:
         ps = c.pairs
-        rows.append((f"{ps.arm} vs {ps.baseline} · {ps.load_point} · flood {ps.flood}", None))
+        rows.append((ps.title, None))
         rows += [(f"{r.metric.label}  (n={r.n})", r) for r in c.results]
     m = analysis.run.margin_percent
     fig = Figure(figsize=(WIDTH, 1.3 + 0.3 * max(len(rows), 1)), layout="constrained")
@@ -442,14 +442,14 @@ def cdf(run: Run, pools: LatencyPools) -> Figure_:
     from_summaries = False
     for (ax, tail), cell in zip(axes, cs, strict=True):
         for arm in run.arms:
-            pooled = pools.get((arm, *cell))
+            pooled = pools.get((arm, cell))
             if pooled is not None and pooled.size:
                 q = np.quantile(pooled, _CDF_P)
                 ax.plot(q, _CDF_P, color=col[arm], lw=1.3, label=f"{arm} ({pooled.size:,} req)")
                 shown = 10 / pooled.size <= 1 - _CDF_P  # no tail finer than ~10 requests
                 tail.plot(q[shown], 1 - _CDF_P[shown], color=col[arm], lw=1.3, label=arm)
                 continue
-            ts = [t for t in run.valid_trials() if t.arm == arm and (t.load_point, t.flood) == cell]
+            ts = [t for t in run.valid_trials() if t.arm == arm and t.cell == cell]
             if not ts:
                 continue
             from_summaries = True

@@ -1,4 +1,4 @@
-"""Pool the per-request latencies of the valid trials, per (arm, load point, flood).
+"""Pool the per-request latencies of the valid trials, per (arm, block).
 
 Raw k6 files dominate report time (gzip + ~13 rows per request), so they are read in a few
 worker processes. A trial without a readable raw file is reported and the figures fall back to
@@ -29,7 +29,7 @@ def _read(path: Path) -> np.ndarray | str:
 
 
 def pool_latencies(run: Run, workers: int | None = None) -> tuple[dict, list[str]]:
-    """({(arm, lp, flood): latencies}, notes). Cells where no trial has raw output are absent."""
+    """({(arm, cell): latencies}, notes). Cells where no trial has raw output are absent."""
     trials = [t for t in run.valid_trials() if (t.dir / RAW).is_file()]
     paths = [t.dir / RAW for t in trials]
     workers = workers or min(4, os.cpu_count() or 1)
@@ -44,7 +44,7 @@ def pool_latencies(run: Run, workers: int | None = None) -> tuple[dict, list[str
         if isinstance(arr, str):
             notes.append(f"raw k6 output unreadable, figures use its summary instead: {arr}")
             continue
-        parts.setdefault((t.arm, t.load_point, t.flood), []).append(arr)
+        parts.setdefault((t.arm, t.cell), []).append(arr)
     missing = len(run.valid_trials()) - len(trials)
     if missing and trials:
         notes.append(f"{missing} valid trial(s) have no {RAW}; the CDF pools the others.")

@@ -17,7 +17,7 @@ from meshlab.analysis import fmt, stats
 from meshlab.analysis.analyse import PRIMARY, Analysis, Comparison, MetricResult
 from meshlab.analysis.figures import Figure_, cells
 from meshlab.analysis.reproduce import Sibling
-from meshlab.analysis.run import Trial
+from meshlab.analysis.run import Trial, cell_title
 from meshlab.analysis.thesis import SpreadRow
 from meshlab.record.format import COMPONENTS, HOUSEKEEPING
 
@@ -160,7 +160,7 @@ def _row(r: MetricResult) -> dict[str, Any]:
 def _comparison(c: Comparison) -> dict[str, Any]:
     ps = c.pairs
     return {
-        "title": f"{ps.arm} vs {ps.baseline} · {ps.load_point} · flood {ps.flood}",
+        "title": ps.title,
         "pairs": ps,
         "primary": [_row(r) for r in c.results if r.family == PRIMARY],
         "exploratory": [_row(r) for r in c.results if r.family != PRIMARY],
@@ -202,15 +202,11 @@ def _median(values: list[float | None]) -> float | None:
 
 def _by_cell_and_arm(a: Analysis) -> list[tuple[str, str, list[Trial]]]:
     out = []
-    for lp, flood in cells(a.run):
+    for cell in cells(a.run):
         for arm in a.run.arms:
-            ts = [
-                t
-                for t in a.run.valid_trials()
-                if (t.load_point, t.flood, t.arm) == (lp, flood, arm)
-            ]
+            ts = [t for t in a.run.valid_trials() if t.cell == cell and t.arm == arm]
             if ts:
-                out.append((f"{lp} · flood {flood}", arm, ts))
+                out.append((cell_title(cell), arm, ts))
     return out
 
 
@@ -340,7 +336,11 @@ def _provenance(a: Analysis) -> list[tuple[str, str]]:
     m = a.run.manifest
 
     def kv(d: object) -> str:
-        return ", ".join(f"{k} {v}" for k, v in d.items()) if isinstance(d, dict) else str(d)
+        if not isinstance(d, dict):
+            return str(d)
+        return ", ".join(
+            f"{k} ({kv(v)})" if isinstance(v, dict) else f"{k} {v}" for k, v in d.items()
+        )
 
     rows = [
         ("experiment", a.run.experiment_id),

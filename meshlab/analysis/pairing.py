@@ -1,4 +1,5 @@
-"""Pair valid trials per round: arm B vs the baseline, per load point and flood size.
+"""Pair valid trials per round: arm B vs the baseline, per block (load point, flood size,
+placement).
 
 A rejected trial never pairs. A round without a valid trial for one of the two arms is
 dropped from that pair set and counted, with the reason.
@@ -8,15 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from meshlab.analysis.run import Run, Trial
+from meshlab.analysis.run import Cell, Run, Trial, cell_title
 
 
 @dataclass
 class PairSet:
     arm: str
     baseline: str
-    load_point: str
-    flood: str
+    cell: Cell  # (load point, flood, placement)
     rounds: list[int] = field(default_factory=list)
     a: list[Trial] = field(default_factory=list)  # baseline trial of each paired round
     b: list[Trial] = field(default_factory=list)
@@ -24,8 +24,24 @@ class PairSet:
     duplicates: list[str] = field(default_factory=list)  # valid trials superseded by a later one
 
     @property
+    def load_point(self) -> str:
+        return self.cell[0]
+
+    @property
+    def flood(self) -> str:
+        return self.cell[1]
+
+    @property
+    def placement(self) -> str:
+        return self.cell[2]
+
+    @property
     def key(self) -> str:
-        return f"{self.arm}/{self.baseline}@{self.load_point}/{self.flood}"
+        return f"{self.arm}/{self.baseline}@{'/'.join(self.cell)}"
+
+    @property
+    def title(self) -> str:
+        return f"{self.arm} vs {self.baseline} · {cell_title(self.cell)}"
 
     @property
     def n(self) -> int:
@@ -33,33 +49,32 @@ class PairSet:
 
 
 def build_pairs(run: Run) -> list[PairSet]:
-    """One PairSet per (other arm, load point, flood), in arm / load / flood order."""
-    cells: dict[tuple[str, str, str, int], list[Trial]] = {}
-    seen_rounds: dict[tuple[str, str], set[int]] = {}
+    """One PairSet per (other arm, block), in arm / placement / flood / load order."""
+    by_round: dict[tuple[str, Cell, int], list[Trial]] = {}
+    seen_rounds: dict[Cell, set[int]] = {}
     for t in run.trials:
-        cells.setdefault((t.arm, t.load_point, t.flood, t.round), []).append(t)
-        seen_rounds.setdefault((t.load_point, t.flood), set()).add(t.round)
+        by_round.setdefault((t.arm, t.cell, t.round), []).append(t)
+        seen_rounds.setdefault(t.cell, set()).add(t.round)
     for e in run.plan:
-        seen_rounds.setdefault((e.load_point, str(e.flood)), set()).add(e.round)
+        seen_rounds.setdefault((e.load_point, str(e.flood), e.placement), set()).add(e.round)
 
     out = []
     for arm in run.arms[1:]:
-        for lp in run.load_points():
-            for flood in run.floods():
-                rounds = sorted(seen_rounds.get((lp, flood), ()))
-                if not rounds:
-                    continue
-                ps = PairSet(arm=arm, baseline=run.baseline, load_point=lp, flood=flood)
-                for r in rounds:
-                    a = _pick(cells.get((run.baseline, lp, flood, r), []), ps)
-                    b = _pick(cells.get((arm, lp, flood, r), []), ps)
-                    if a is not None and b is not None:
-                        ps.rounds.append(r)
-                        ps.a.append(a)
-                        ps.b.append(b)
-                    else:
-                        ps.dropped.append((r, _why(run, cells, (run.baseline, arm), lp, flood, r)))
-                out.append(ps)
+        for cell in run.cells():
+            rounds = sorted(seen_rounds.get(cell, ()))
+            if not rounds:
+                continue
+            ps = PairSet(arm=arm, baseline=run.baseline, cell=cell)
+            for r in rounds:
+                a = _pick(by_round.get((run.baseline, cell, r), []), ps)
+                b = _pick(by_round.get((arm, cell, r), []), ps)
+                if a is not None and b is not None:
+                    ps.rounds.append(r)
+                    ps.a.append(a)
+                    ps.b.append(b)
+                else:
+                    ps.dropped.append((r, _why(by_round, (run.baseline, arm), cell, r)))
+            out.append(ps)
     return out
 
 
@@ -71,14 +86,11 @@ def _pick(trials: list[Trial], ps: PairSet) -> Trial | None:
     return valid[-1] if valid else None
 
 
-def _why(run: Run, cells: dict, arms: tuple[str, str], lp: str, flood: str, r: int) -> str:
+def _why(by_round: dict, arms: tuple[str, str], cell: Cell, r: int) -> str:
     parts = []
     for arm in arms:
-        trials = cells.get((arm, lp, flood, r), [])
+        trials = by_round.get((arm, cell, r), [])
         if any(t.valid for t in trials):
             continue
-        if trials:
-            parts.append(f"{arm} rejected")
-        else:
-            parts.append(f"{arm} not recorded")
+        parts.append(f"{arm} rejected" if trials else f"{arm} not recorded")
     return ", ".join(parts)

@@ -28,8 +28,7 @@ class Sibling:
 def estimates(run: Run) -> dict[tuple[str, str], float]:
     out = {}
     for c in analyse(run, resamples=0).comparisons:
-        ps = c.pairs
-        title = f"{ps.arm} vs {ps.baseline} · {ps.load_point} · flood {ps.flood}"
+        title = c.pairs.title
         for r in c.results:
             if r.family == PRIMARY and r.ci95 is not None:
                 out[(title, r.metric.label)] = pct(r.estimate)

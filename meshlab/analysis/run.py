@@ -14,11 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from meshlab.core.flood import parse_flood
+from meshlab.core.placement import PLACEMENTS
 from meshlab.errors import MeshlabError
 from meshlab.record import store
 from meshlab.record.format import CPU_FIGURES, NODE, Manifest, PlanEntry, TrialRecord
 
 COMPLETE = "complete"
+Cell = tuple[str, str, str]  # (load point, flood, placement): one block of the plan
+
+
+def cell_title(cell: Cell) -> str:
+    lp, flood, placement = cell
+    return f"{lp} · flood {flood} · {placement}"
+
+
 CPU_COMPONENTS = CPU_FIGURES
 
 
@@ -38,6 +47,7 @@ class Trial:
     rate: float
     connection_mode: str
     flood: str
+    placement: str
     flood_rules: int | None
     status: str
     rejection_reasons: tuple[str, ...]
@@ -65,6 +75,10 @@ class Trial:
         value = self.cpu.get(component, {}).get(key)
         return None if value is None else float(value)
 
+    @property
+    def cell(self) -> Cell:
+        return (self.load_point, self.flood, self.placement)
+
     def cgroups_seconds(self) -> float:
         """CPU-s of every cgroup the trial sampled (components and housekeeping)."""
         return sum(float(f.get("cpu_seconds") or 0) for n, f in self.cpu.items() if n != NODE)
@@ -84,6 +98,7 @@ class Trial:
             rate=float(r.load_point.rate),
             connection_mode=r.load_point.connection_mode,
             flood=str(r.flood.spec),
+            placement=r.placement,
             flood_rules=r.flood.rules,
             status=r.status,
             rejection_reasons=tuple(r.rejection_reasons),
@@ -152,6 +167,19 @@ class Run:
         for entry in self.plan:
             rates.setdefault(entry.load_point, float("inf"))
         return sorted(rates, key=lambda name: (rates[name], name))
+
+    def placements(self) -> list[str]:
+        found = {t.placement for t in self.trials} | {e.placement for e in self.plan}
+        return [p for p in PLACEMENTS if p in found]
+
+    def cells(self) -> list[Cell]:
+        """Every (load point, flood, placement) block of the plan, in plan-ish order."""
+        return [
+            (lp, flood, placement)
+            for placement in self.placements()
+            for flood in self.floods()
+            for lp in self.load_points()
+        ]
 
     def floods(self) -> list[str]:
         """Flood labels, smallest first ('off' before any PxS)."""

@@ -95,6 +95,9 @@ class SyntheticSpec:
     cpu_effects: dict[str, float] = field(default_factory=dict)
     load_points: tuple[tuple[str, int], ...] = (("1000rps", 1000),)
     floods: tuple[str, ...] = ("50x500",)
+    placements: tuple[str, ...] = ("same-node",)
+    # placement -> arm -> effect, overriding `effects` in that placement
+    placement_effects: dict[str, dict[str, float]] = field(default_factory=dict)
     flood_effect: dict[str, float] = field(default_factory=lambda: {"iptables": 0.04})
     base_p50_ms: float = 0.30
     request_sigma: float = 0.35  # lognormal shape of one trial's per-request latencies
@@ -161,6 +164,7 @@ def experiment_for(spec: SyntheticSpec) -> Experiment:
                 for name, rate in spec.load_points
             ],
             "flood_sizes": list(spec.floods),
+            "placement": list(spec.placements),
             "rounds": spec.rounds,
             "design": spec.design,
             "seed": spec.seed,
@@ -217,12 +221,14 @@ class _Writer:
         self.clock = T0
         self.ticks = {"cpu0": np.zeros(10), "cpu1": np.zeros(10)}
         self.usage = dict.fromkeys(COMPONENTS, 0)
-        # round noise: shared by arms, drawn per (round, load point, flood) and per metric family
+        # round noise: shared by arms, drawn per (round, load point, flood, placement) and per
+        # metric family
         keys = [
-            (r, lp, f)
+            (r, lp, f, p)
             for r in range(1, spec.rounds + 1)
             for lp, _ in spec.load_points
             for f in spec.floods
+            for p in spec.placements
         ]
         self.round_noise = {k: self.rng.normal(0, spec.round_sd, 2) for k in keys}
 
@@ -271,7 +277,9 @@ class _Writer:
                 "testbed": "netns",
             },
             inventory={"hosts": ["localhost"]},
-            pinning=self.experiment.pinning.model_dump(),
+            pinning={
+                p: self.experiment.pinning_for(p).model_dump() for p in self.experiment.placement
+            },
         )
         store.save_manifest(self.run_dir, manifest)
         return self.run_dir
@@ -281,13 +289,21 @@ class _Writer:
         for r in range(1, spec.rounds + 1):
             for lp, _ in spec.load_points:
                 for flood in spec.floods:
-                    arms = list(spec.arms)
-                    if spec.design == "rmit":
-                        arms = [arms[i] for i in self.rng.permutation(len(arms))]
-                    for arm in arms:
-                        plan.append(
-                            PlanEntry(index=len(plan), round=r, arm=arm, load_point=lp, flood=flood)
-                        )
+                    for placement in spec.placements:
+                        arms = list(spec.arms)
+                        if spec.design == "rmit":
+                            arms = [arms[i] for i in self.rng.permutation(len(arms))]
+                        for arm in arms:
+                            plan.append(
+                                PlanEntry(
+                                    index=len(plan),
+                                    round=r,
+                                    arm=arm,
+                                    load_point=lp,
+                                    flood=flood,
+                                    placement=placement,
+                                )
+                            )
         return plan
 
     def _is_rejected(self, entry: PlanEntry) -> bool:
@@ -302,12 +318,13 @@ class _Writer:
         arm, rnd, lp, flood = entry.arm, entry.round, entry.load_point, str(entry.flood)
         rate = dict(spec.load_points)[lp]
         rules = _rules(flood)
-        noise = self.round_noise[(rnd, lp, flood)]
+        noise = self.round_noise[(rnd, lp, flood, entry.placement)]
+        effects = {**spec.effects, **spec.placement_effects.get(entry.placement, {})}
         # latency: load raises it mildly; the flood term scales with rules for arms that scan them
         mu = (
             math.log(spec.base_p50_ms)
             + 0.08 * math.log(rate / 1000)
-            + math.log1p(spec.effects.get(arm, 0.0))
+            + math.log1p(effects.get(arm, 0.0))
             + spec.flood_effect.get(arm, 0.0) * rules / 100_000
             + noise[0]
             + rng.normal(0, spec.trial_sd)
@@ -372,6 +389,7 @@ class _Writer:
             plan_index=entry.index,
             round=rnd,
             arm=arm,
+            placement=entry.placement,
             dataplane=self.experiment.arms[arm].dataplane,
             pair=1,
             attempt=2 if entry.requeue_of is not None else 1,
@@ -407,7 +425,7 @@ class _Writer:
             cpu={name: CpuFigure(**fig) for name, fig in cpu.items()},
             node=_node(cpu["node_total"]["cpu_seconds"], w1 - w0),
             steal=Steal(mean_percent=steal_mean, max_percent=steal_max),
-            pinning=self.experiment.pinning.model_dump(),
+            pinning=self.experiment.pinning_for(entry.placement).model_dump(),
             pods={"client": "client", "server": "server"},
         )
         (tdir / "k6-summary.json").write_text(

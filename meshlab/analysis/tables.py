@@ -26,6 +26,7 @@ def trials_csv(run: Run) -> str:
         "rate",
         "connection_mode",
         "flood",
+        "placement",
         "flood_rules",
         "status",
         "rejection_reasons",
@@ -53,6 +54,7 @@ def trials_csv(run: Run) -> str:
                 t.rate,
                 t.connection_mode,
                 t.flood,
+                t.placement,
                 t.flood_rules,
                 t.status,
                 "; ".join(t.rejection_reasons),
@@ -72,7 +74,16 @@ def trials_csv(run: Run) -> str:
 def pairs_csv(analysis: Analysis) -> str:
     keys = [m.key for m in METRICS]
     rows: list[list] = [
-        ["arm", "baseline", "load_point", "flood", "round", "baseline_trial", "arm_trial"]
+        [
+            "arm",
+            "baseline",
+            "load_point",
+            "flood",
+            "placement",
+            "round",
+            "baseline_trial",
+            "arm_trial",
+        ]
         + [f"log_ratio_{k}" for k in keys]
     ]
     for c in analysis.comparisons:
@@ -85,6 +96,7 @@ def pairs_csv(analysis: Analysis) -> str:
                     ps.baseline,
                     ps.load_point,
                     ps.flood,
+                    ps.placement,
                     r,
                     ps.a[i].trial_id,
                     ps.b[i].trial_id,

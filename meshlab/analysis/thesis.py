@@ -11,7 +11,7 @@ import numpy as np
 import yaml
 
 from meshlab.analysis import stats
-from meshlab.analysis.run import Run
+from meshlab.analysis.run import Run, cell_title
 
 # thesis arm names -> how the report names them (the dataplane each corresponds to here)
 _THESIS_ARMS = {"calico_iptables": "Calico (iptables)", "merbridge": "Merbridge (eBPF)"}
@@ -68,22 +68,16 @@ def spreads(run: Run) -> list[SpreadRow]:
             )
         )
     for arm in run.arms:
-        for lp in run.load_points():
-            for flood in run.floods():
-                ts = [
-                    t
-                    for t in run.valid_trials()
-                    if t.arm == arm and t.load_point == lp and t.flood == flood
-                ]
-                if not ts:
-                    continue
+        for cell in run.cells():
+            ts = [t for t in run.valid_trials() if t.arm == arm and t.cell == cell]
+            if ts:
                 cpu_max = [v for t in ts if (v := t.cpu_value("node_total", "max_percent"))]
                 cov = stats.cov_percent(np.array([t.latency["p50"] for t in ts]))
                 rows.append(
                     SpreadRow(
                         who="this run",
                         arm=arm,
-                        where=f"{lp}, flood {flood}",
+                        where=cell_title(cell),
                         p5_min=min(t.latency["p5"] for t in ts),
                         p95_max=max(t.latency["p95"] for t in ts),
                         p50_cov=None if math.isnan(cov) else cov,

@@ -1,7 +1,7 @@
 """`meshlab ebpf ...` (hidden): build, check, attach, detach and inspect the eBPF arm.
 
     meshlab ebpf attach --mode ebpf --pod client=198.18.1.10=/sys/fs/cgroup/unified/meshlab/client \
-        --pod server=198.18.1.20=/sys/fs/cgroup/unified/meshlab/server --json
+        --pod server=198.18.1.20=/sys/fs/cgroup/unified/meshlab/server --node server=2 --json
     meshlab ebpf detach --cgroup-root /sys/fs/cgroup/unified/meshlab --json
     meshlab ebpf status --json
 """
@@ -23,13 +23,13 @@ PinRoot = Annotated[Path, typer.Option(help="bpffs directory of the arm's pins")
 Json = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
 
 
-def _pods(specs: list[str], fields: int, form: str) -> list[list[str]]:
-    """`--pod NAME=IP=CGROUP` (attach) or `--pod NAME=CGROUP` (detach), split."""
+def _pods(specs: list[str], fields: int, form: str, option: str = "--pod") -> list[list[str]]:
+    """`--pod NAME=IP=CGROUP` (attach), `--pod NAME=CGROUP` (detach), `--node NAME=N`, split."""
     out = []
     for spec in specs:
         parts = spec.split("=", fields - 1)
         if len(parts) != fields or not all(parts):
-            raise MeshlabError(f"--pod {spec!r}: expected {form}")
+            raise MeshlabError(f"{option} {spec!r}: expected {form}")
         out.append(parts)
     return out
 
@@ -55,6 +55,10 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
 def attach(
     pod: Annotated[list[str], typer.Option(help="a meshed pod: NAME=IP=CGROUP (repeat per pod)")],
     mode: Annotated[str, typer.Option(help=" | ".join(EBPF_DATAPLANES))] = "ebpf",
+    node: Annotated[
+        list[str] | None,
+        typer.Option(help="the node a pod runs on: NAME=N (repeat; default 1 for every pod)"),
+    ] = None,
     pin_root: PinRoot = DEFAULT_PIN_ROOT,
     as_json: Json = False,
 ) -> None:
@@ -64,7 +68,13 @@ def attach(
     pods = _pods(pod, 3, "NAME=IP=CGROUP")
     cgroups = {name: Path(cg) for name, _ip, cg in pods}
     ips = {name: ip for name, ip, _cg in pods}
-    _show(dataplane.attach(cgroups, ips, mode, pin_root=pin_root), as_json)
+    nodes = {}
+    for name, number in _pods(node or [], 2, "NAME=N", "--node"):
+        if not number.isdigit():
+            raise MeshlabError(f"--node {name}={number}: N must be a node number (1, 2, ...)")
+        nodes[name] = int(number)
+    result = dataplane.attach(cgroups, ips, mode, pod_nodes=nodes, pin_root=pin_root)
+    _show(result, as_json)
 
 
 @app.command()

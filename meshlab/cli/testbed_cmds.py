@@ -8,6 +8,7 @@ import typer
 
 from meshlab.cli.base import print_json, typer_app
 from meshlab.core.arms import DATAPLANES
+from meshlab.core.placement import PLACEMENTS
 
 app = typer_app("The local testbed (network namespaces).")
 ARM_HELP = " | ".join(DATAPLANES)
@@ -22,11 +23,18 @@ def testbed_up(
     duet: Annotated[
         bool, typer.Option(help="add a second client/server pair (duet designs)")
     ] = False,
+    placement: Annotated[
+        str,
+        typer.Option(
+            help=f"{' | '.join(PLACEMENTS)}: cross-node puts the server pods on node 2 "
+            "(on a running testbed: moves them)"
+        ),
+    ] = "same-node",
 ) -> None:
     """Bring the local testbed up (idempotent; restarts dead daemons)."""
     from meshlab.testbed import commands
 
-    commands.up(dataplane, flood, duet)
+    commands.up(dataplane, flood, duet, placement)
 
 
 @app.command("dataplane")
@@ -66,16 +74,19 @@ def testbed_status(
         f"dataplane: {doc['dataplane']}   flood: {doc['flood']['spec']} "
         f"({doc['flood']['rules']} iptables-save lines in {doc['node']['netns']})"
     )
-    typer.echo(f"server_url: {doc['server_url']}")
+    typer.echo(f"server_url: {doc['server_url']}   placement: {doc['placement']}")
     for name, pod in doc["pods"].items():
         up = "up" if pod["up"] else "DOWN"
-        typer.echo(f"  {name:8} {pod['ip']:14} {pod['netns']:16} {up:4} pids {pod['pids']}")
+        typer.echo(
+            f"  {name:8} {pod['ip']:14} {pod['netns']:16} on {pod['node']:14} {up:4} "
+            f"pids {pod['pids']}"
+        )
 
 
 @app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def testbed_exec(
     ctx: typer.Context,
-    pod: Annotated[str, typer.Argument(help="node, client, server, ...")],
+    pod: Annotated[str, typer.Argument(help="node, node2, client, server, ...")],
 ) -> None:
     """Run a command inside a pod: meshlab testbed exec POD -- CMD..."""
     from meshlab.testbed import commands

@@ -36,6 +36,7 @@ from meshlab.errors import MeshlabError
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/meshlab")
 BPFFS_MOUNT = Path("/sys/fs/bpf")
 MODES = ("ebpf", "ebpf-connect")
+MAX_NODE = 255  # node ids of the testbed's node namespaces (ml_pod.node)
 MAPS = (
     "ml_cookie_dst",
     "ml_pair_dst",
@@ -123,7 +124,10 @@ def derive_mode(cgroups: Mapping[str, set[str]], verdict_attached: bool) -> str:
 
 
 def validate_request(
-    pod_cgroups: Mapping[str, Path], pod_ips: Mapping[str, str], mode: str
+    pod_cgroups: Mapping[str, Path],
+    pod_ips: Mapping[str, str],
+    mode: str,
+    pod_nodes: Mapping[str, int] | None = None,
 ) -> None:
     if mode not in MODES:
         raise MeshlabError(f"eBPF mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -137,6 +141,11 @@ def validate_request(
             layouts.ip4(ip)
         except ValueError as err:
             raise MeshlabError(f"eBPF attach: pod {pod!r}: {err}") from err
+    for pod, node in (pod_nodes or {}).items():
+        if pod not in pod_cgroups:
+            raise MeshlabError(f"eBPF attach: pod {pod!r} has a node but no cgroup")
+        if not 1 <= node <= MAX_NODE:
+            raise MeshlabError(f"eBPF attach: pod {pod!r}: node must be 1..{MAX_NODE}, got {node}")
 
 
 # --- host plumbing ---------------------------------------------------------------------------
@@ -425,10 +434,12 @@ def _cgroup_id(cgroup: Path) -> int:
     return cgroup.stat().st_ino
 
 
-def _register_pods(pins: Pins, cgroups: Mapping[str, Path], pod_ips: Mapping[str, str]) -> None:
+def _register_pods(
+    pins: Pins, cgroups: Mapping[str, Path], pods: Mapping[str, layouts.Pod]
+) -> None:
     with bpfsys.pinned(pins.map("ml_cgroup_pods")) as fd:
         for pod, cgroup in cgroups.items():
-            bpfsys.map_update(fd, layouts.u64(_cgroup_id(cgroup)), layouts.ip4(pod_ips[pod]))
+            bpfsys.map_update(fd, layouts.u64(_cgroup_id(cgroup)), pods[pod].encode())
 
 
 def _unregister_cgroups(pins: Pins, cgroup_ids: set[int]) -> None:
@@ -444,23 +455,24 @@ def _sockhash_entries(pins: Pins) -> int:
 
 def _sync_pod_ips(pins: Pins, attached_ids: set[int]) -> None:
     """ml_cgroup_pods keeps only cgroups that still carry our programs, and ml_pod_ips (the
-    bypass targets) is exactly their IPs: a pod is a bypass target only while its
-    getsockopt hook can answer for connections arriving on 15006."""
+    bypass targets, each with its node) is exactly their pods: a pod is a bypass target only
+    while its getsockopt hook can answer for connections arriving on 15006."""
     with bpfsys.pinned(pins.map("ml_cgroup_pods")) as fd:
-        live: set[bytes] = set()
+        live: dict[bytes, int] = {}
         for raw_id in bpfsys.map_keys(fd, 8):
             if layouts.read_u64(raw_id) not in attached_ids:
                 bpfsys.map_delete(fd, raw_id)
                 continue
-            value = bpfsys.map_lookup(fd, raw_id, 4)
+            value = bpfsys.map_lookup(fd, raw_id, layouts.Pod.SIZE)
             if value is not None:
-                live.add(value)
+                pod = layouts.Pod.decode(value)
+                live[layouts.ip4(pod.ip)] = pod.node
     with bpfsys.pinned(pins.map("ml_pod_ips")) as fd:
         for raw_ip in bpfsys.map_keys(fd, 4):
             if raw_ip not in live:
                 bpfsys.map_delete(fd, raw_ip)
-        for raw_ip in live:
-            bpfsys.map_update(fd, raw_ip, layouts.u32(0))
+        for raw_ip, node in live.items():
+            bpfsys.map_update(fd, raw_ip, layouts.u32(node))
 
 
 def _attached_cgroups(infos: dict[str, bpfsys.ProgInfo]) -> dict[Path, set[str]]:
@@ -550,22 +562,17 @@ def _ensure_loaded(pins: Pins, objects: dict[str, Path]) -> dict[str, bpfsys.Pro
     if _complete_and_fresh(pins, infos, objects):
         return infos
     previous: dict[Path, str] = {}
-    pod_ips: dict[int, str] = {}
+    pods: dict[int, layouts.Pod] = {}
     if infos:
         previous = {cg: cgroup_mode(n) for cg, n in _attached_cgroups(infos).items()}
-        if pins.map("ml_cgroup_pods").exists():
-            with bpfsys.pinned(pins.map("ml_cgroup_pods")) as fd:
-                for raw_id in bpfsys.map_keys(fd, 8):
-                    value = bpfsys.map_lookup(fd, raw_id, 4)
-                    if value is not None:
-                        pod_ips[layouts.read_u64(raw_id)] = layouts.ip4_str(value)
+        pods = _registered(pins)
     _teardown(pins)
     _load(pins, objects)
     infos = _pinned_progs(pins)
     for cgroup, mode in previous.items():
         cid = _cgroup_id(cgroup)
-        if mode in MODES and cid in pod_ips:
-            _register_pods(pins, {str(cid): cgroup}, {str(cid): pod_ips[cid]})
+        if mode in MODES and cid in pods:
+            _register_pods(pins, {str(cid): cgroup}, {str(cid): pods[cid]})
             if mode == "ebpf":
                 _attach_verdict(pins)
             _reconcile_cgroup(cgroup, pins, infos, mode)
@@ -580,6 +587,7 @@ def attach(
     pod_ips: Mapping[str, str],
     mode: str = "ebpf",
     *,
+    pod_nodes: Mapping[str, int] | None = None,
     pin_root: Path = DEFAULT_PIN_ROOT,
     src_dir: Path = build.BPF_DIR,
 ) -> dict:
@@ -587,12 +595,16 @@ def attach(
 
     pod_cgroups: pod name -> its cgroup v2 directory (programs attach there; children such
     as <pod>/sidecar and <pod>/app inherit them). pod_ips: pod name -> IPv4, for every pod in
-    pod_cgroups. Pods attached earlier and not named here keep their arm (duet: one pair per
-    arm); use detach(pod_cgroups=...) to take pods out.
+    pod_cgroups. pod_nodes: pod name -> the node it runs on (default 1); the same-node bypass
+    only joins sidecars of one node. Attaching again with another node re-registers the pod.
+    Pods attached earlier and not named here keep their arm (duet: one pair per arm); use
+    detach(pod_cgroups=...) to take pods out.
     Raises MeshlabError before touching anything if a feature is missing; if attaching
     fails half-way the eBPF arm is removed completely before the error is raised.
     """
-    validate_request(pod_cgroups, pod_ips, mode)
+    validate_request(pod_cgroups, pod_ips, mode, pod_nodes)
+    nodes = pod_nodes or {}
+    pods = {pod: layouts.Pod(pod_ips[pod], nodes.get(pod, 1)) for pod in pod_cgroups}
     cgroups = {pod: _check_pod_cgroup(Path(cg)) for pod, cg in pod_cgroups.items()}
     pin_root = Path(pin_root)
     pins = Pins(pin_root)
@@ -602,7 +614,7 @@ def attach(
         _ensure_bpffs(pin_root)
         try:
             infos = _ensure_loaded(pins, objects)
-            _register_pods(pins, cgroups, pod_ips)
+            _register_pods(pins, cgroups, pods)
             if mode == "ebpf":
                 # Before sockops can insert anything: a socket only gets the verdict
                 # program that is attached to the map when it is inserted.
@@ -684,6 +696,7 @@ def status(pin_root: Path = DEFAULT_PIN_ROOT) -> dict:
         "cgroups": {},
         "modes": {},
         "pods": {},
+        "nodes": {},
         "msg_verdict_attached": False,
         "splice": False,
         "maps": {},
@@ -717,7 +730,10 @@ def status(pin_root: Path = DEFAULT_PIN_ROOT) -> dict:
         out["splice"] = splice_enabled(pins.root)
         out["maps"] = _map_counts(pins)
         out["counters"] = _counters(pins)
-        out["pods"] = _pods(pins, list(out["cgroups"]))
+        registered = _registered(pins)
+        ids = {cg: _cgroup_id(Path(cg)) for cg in out["cgroups"] if Path(cg).exists()}
+        out["pods"] = {cg: registered[i].ip for cg, i in ids.items() if i in registered}
+        out["nodes"] = {cg: registered[i].node for cg, i in ids.items() if i in registered}
         out["mode"] = derive_mode(names_per_cgroup, out["msg_verdict_attached"])
     except (BpfError, OSError) as err:
         out["mode"] = "unknown"
@@ -760,16 +776,17 @@ def _counters(pins: Pins) -> dict[str, int]:
     return out
 
 
-def _pods(pins: Pins, cgroups: list[str]) -> dict[str, str]:
-    """cgroup path -> pod IP, for the attached cgroups the loader mapped."""
+def _registered(pins: Pins) -> dict[int, layouts.Pod]:
+    """cgroup id -> the pod the loader registered for it (ml_cgroup_pods)."""
     path = pins.map("ml_cgroup_pods")
     if not path.exists():
         return {}
-    out: dict[str, str] = {}
+    out: dict[int, layouts.Pod] = {}
     with bpfsys.pinned(path) as fd:
-        for cgroup in cgroups:
-            with suppress(FileNotFoundError):
-                raw = bpfsys.map_lookup(fd, layouts.u64(Path(cgroup).stat().st_ino), 4)
-                if raw:
-                    out[cgroup] = layouts.ip4_str(raw)
+        for raw_id in bpfsys.map_keys(fd, 8):
+            value = bpfsys.map_lookup(fd, raw_id, layouts.Pod.SIZE)
+            if value is not None:
+                pod = layouts.Pod.decode(value)
+                # node 0: registered by a loader from before nodes (4-byte values), node 1
+                out[layouts.read_u64(raw_id)] = pod if pod.node else layouts.Pod(pod.ip)
     return out

@@ -28,6 +28,7 @@ STAT_NAMES: tuple[str, ...] = (
     "pair_recorded",
     "sockhash_add",
     "sockhash_fail",
+    "cross_node",
 )
 
 
@@ -101,6 +102,25 @@ class Origin:
             raise ValueError(f"ml_origin is {cls.SIZE} bytes, got {len(raw)}")
         port, flags = struct.unpack(_HOST + "HH", raw[4:8])
         return cls(ip4_str(raw[0:4]), port, flags)
+
+
+@dataclass(frozen=True)
+class Pod:
+    """struct ml_pod: a registered pod's IP and the node it runs on (ids start at 1)."""
+
+    ip: str
+    node: int = 1
+
+    SIZE = 8
+
+    def encode(self) -> bytes:
+        return ip4(self.ip) + u32(self.node)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Pod:
+        if len(raw) != cls.SIZE:
+            raise ValueError(f"ml_pod is {cls.SIZE} bytes, got {len(raw)}")
+        return cls(ip4_str(raw[0:4]), struct.unpack(_HOST + "I", raw[4:8])[0])
 
 
 def percpu_sum(raw: bytes, value_size: int = 8) -> int:

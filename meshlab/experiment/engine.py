@@ -92,13 +92,17 @@ def init(
     if testbed == "netns":
         _hold_testbed(run_dir)
     done = store.completed_trials(run_dir)
+    # The testbed comes up the way the first step still to run needs it (a resume included).
+    order = planner.execution_order(manifest.plan, exp.design)
+    first = next((e for e in order if e.index not in done), order[0])
     return {
         "run_dir": str(run_dir),
         "planned": len(manifest.plan),
         "done": len(done),
         "duet": exp.design == "duet",
         "dataplanes": sorted({arm.dataplane for arm in exp.arms.values()}),
-        "first_flood": str(exp.flood_sizes[0]),
+        "first_flood": str(first.flood),
+        "first_placement": first.placement,
         "max_steps": len(manifest.plan) * (exp.gates.max_requeues + 1) + 1,
         "discarded_unfinished": discarded,
     }
@@ -125,12 +129,13 @@ def _same_images(run_dir: Path, manifest: Manifest, images: dict[str, Any]) -> N
             )
 
 
-def _pinning(exp: spec.Experiment, testbed: str) -> dict[str, str] | str:
+def _pinning(exp: spec.Experiment, testbed: str) -> dict[str, dict[str, str]] | str:
     # Every trial.json records the CPUs its components really ran on.
     if testbed == "k8s":
         return "per trial (Kubernetes static CPU manager: exclusive CPUs of each container)"
-    # Duet pairs each own a CPU (testbed layout).
-    return exp.pinning.model_dump() if exp.design != "duet" else "per pod pair"
+    if exp.design == "duet":
+        return "per pod pair"  # each pair owns a CPU (testbed layout)
+    return {p: exp.pinning_for(p).model_dump() for p in exp.placement}
 
 
 def _rejected(done: dict[int, TrialRecord]) -> int:
@@ -195,12 +200,30 @@ def next_step(run_dir: Path) -> dict[str, Any]:
         "done": False,
         "indexes": [e.index for e in group],
         "flood": group[0].flood.as_dict(),
+        "placement": group[0].placement,
         "dataplanes": {str(e.pair): arms[e.arm].dataplane for e in group},
-        "label": " + ".join(f"{e.arm} r{e.round}" for e in group),
+        "label": " + ".join(f"{e.arm} r{e.round}" for e in group)
+        + (
+            f" [{block}]"
+            if (block := _block_label(exp, group[0].load_point, group[0].flood, group[0].placement))
+            else ""
+        ),
         "position": len(done) + 1,
         "total": len(manifest.plan),
         "reruns": _reruns(manifest),
     }
+
+
+def _block_label(exp: spec.Experiment, load_point: str, flood: object, placement: str) -> str:
+    """'flood 50x500 cross-node': the factors this run varies, as progress lines show them."""
+    parts = []
+    if len(exp.load_points) > 1:
+        parts.append(load_point)
+    if len(exp.flood_sizes) > 1:
+        parts.append(f"flood {flood}")
+    if len(exp.placement) > 1:
+        parts.append(placement)
+    return " ".join(parts)
 
 
 def _reruns(manifest: Manifest) -> int:
@@ -265,6 +288,10 @@ def _record(
                 "id": r.trial_id,
                 "arm": r.arm,
                 "round": r.round,
+                # the block, for progress lines of runs with several
+                "block": _block_label(
+                    manifest.experiment, r.load_point.name, r.flood.spec, r.placement
+                ),
                 "status": r.status,
                 "p50_ms": r.summary.latency_ms.get("p50"),
                 "steal_max_percent": r.steal.max_percent,

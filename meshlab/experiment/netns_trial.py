@@ -62,17 +62,23 @@ def _components(tb: dict[str, Any], pair: int) -> dict[str, Path]:
     }
 
 
-def _cpus(exp: Experiment, tb: dict[str, Any], pair: int) -> dict[str, str]:
-    """Pinning per component. Duet pairs each own their CPUs (from the testbed's layout)."""
+def _cpus(exp: Experiment, tb: dict[str, Any], entry: PlanEntry) -> dict[str, str]:
+    """Pinning per component: the experiment's layout for the trial's placement. Duet pairs
+    each own their CPUs, whatever the placement (from the testbed's layout)."""
     if exp.design == "duet":
-        c = tb["cpus"][str(pair)]
-        return {
-            "k6": c["k6"],
-            "client_sidecar": c["sidecar"],
-            "server_sidecar": c["sidecar"],
-            "app": c["app"],
-        }
-    return exp.pinning.model_dump()
+        c = tb["cpus"][str(entry.pair)]
+        return {k: c[k] for k in ("k6", "client_sidecar", "server_sidecar", "app")}
+    return exp.pinning_for(entry.placement).model_dump()
+
+
+def _check_placement(tb: dict[str, Any], entry: PlanEntry) -> None:
+    """The testbed must be in the trial's placement (the step's playbook moved it)."""
+    now = tb.get("placement", "same-node")
+    if now != entry.placement:
+        raise MeshlabError(
+            f"trial {entry.index}: planned {entry.placement}, but the testbed is {now} "
+            "(run it through the experiment playbook, which moves the pods first)"
+        )
 
 
 def pin_running(components: dict[str, Path], cpus: dict[str, str]) -> None:
@@ -85,16 +91,21 @@ def pin_running(components: dict[str, Path], cpus: dict[str, str]) -> None:
             )
 
 
+def _rule_counts(tb: dict[str, Any]) -> list[int]:
+    """iptables-save lines per node namespace (node 1 first)."""
+    return [save_line_count(netns) for netns in tb_state.node_netns(tb)]
+
+
 def settle(tb: dict[str, Any], gates: Any) -> dict[str, Any]:
-    """Wait until the node's rule count is stable and no CPU is busier than the threshold."""
+    """Wait until every node's rule count is stable and no CPU is busier than the threshold."""
     started = time.monotonic()
     deadline = started + gates.settle_timeout_s
-    previous = save_line_count(tb["node_netns"])
+    previous = _rule_counts(tb)
     busy = 100.0
     stable = False
     while True:
         busy = cpu_busy_now(1.0)
-        count = save_line_count(tb["node_netns"])
+        count = _rule_counts(tb)
         stable = count == previous
         previous = count
         if (stable and busy <= gates.settle_cpu_busy_percent) or time.monotonic() > deadline:
@@ -103,7 +114,8 @@ def settle(tb: dict[str, Any], gates: Any) -> dict[str, Any]:
         "seconds": round(time.monotonic() - started, 2),
         "cpu_busy_percent": round(busy, 1),
         "rules_stable": stable,
-        "rules": previous,
+        "rules": previous[0],  # node 1's: every node holds the same kube-proxy rules
+        "rules_by_node": previous,
         "timed_out": not (stable and busy <= gates.settle_cpu_busy_percent),
     }
 
@@ -146,7 +158,8 @@ def _prepare(run_dir: Path, exp: Experiment, tb: dict[str, Any], plan: list[Plan
              entry: PlanEntry, lp: LoadPoint) -> _Trial:  # fmt: skip
     slot = open_trial(run_dir, plan, entry)
     write_load_script(slot, lp, with_path(tb_state.server_url(tb, entry.pair), lp.path))
-    trial = _Trial(slot, _components(tb, entry.pair), _cpus(exp, tb, entry.pair))
+    _check_placement(tb, entry)
+    trial = _Trial(slot, _components(tb, entry.pair), _cpus(exp, tb, entry))
     pin_running(trial.components, trial.cpus)
     return trial
 

@@ -5,7 +5,8 @@
 * duet — both arms at the same moment on two pod pairs with disjoint CPUs; which arm gets which
   pair is shuffled per round, so a pair's own bias cancels out.
 * sequential — all of arm A, then all of arm B: kept only to show how misleading it is.
-Load points and flood sizes form blocks; within a block the design decides the order.
+Placements, flood sizes and load points form blocks; within a block the design decides the
+order.
 """
 
 from __future__ import annotations
@@ -21,29 +22,31 @@ def make_plan(exp: Experiment) -> list[PlanEntry]:
     rng = random.Random(exp.seed)  # noqa: S311 - a reproducible shuffle, not a secret
     arms = list(exp.arms)
     plan: list[PlanEntry] = []
-
-    def add(round_: int, arm: str, lp: str, flood: Flood, pair: int = 1) -> None:
-        plan.append(
-            PlanEntry(index=len(plan), round=round_, arm=arm, load_point=lp, flood=flood, pair=pair)
-        )
-
-    for flood in exp.flood_sizes:
-        for lp in exp.load_points:
-            if exp.design == "sequential":
-                for arm in arms:
-                    for r in range(1, exp.rounds + 1):
-                        add(r, arm, lp.name, flood)
-                continue
-            for r in range(1, exp.rounds + 1):
-                order = arms[:]
-                rng.shuffle(order)
-                if exp.design == "duet":
-                    for pair, arm in enumerate(order, start=1):
-                        add(r, arm, lp.name, flood, pair)
-                else:
-                    for arm in order:
-                        add(r, arm, lp.name, flood)
+    for placement in exp.placement:
+        for flood in exp.flood_sizes:
+            for lp in exp.load_points:
+                block = {"load_point": lp.name, "flood": flood, "placement": placement}
+                for r, arm, pair in _block_order(exp, arms, rng):
+                    plan.append(PlanEntry(index=len(plan), round=r, arm=arm, pair=pair, **block))
     return plan
+
+
+def _block_order(
+    exp: Experiment, arms: list[str], rng: random.Random
+) -> list[tuple[int, str, int]]:
+    """(round, arm, pod pair) of one block, in the order the design runs them."""
+    rounds = range(1, exp.rounds + 1)
+    if exp.design == "sequential":
+        return [(r, arm, 1) for arm in arms for r in rounds]
+    out = []
+    for r in rounds:
+        order = arms[:]
+        rng.shuffle(order)
+        if exp.design == "duet":
+            out += [(r, arm, pair) for pair, arm in enumerate(order, start=1)]
+        else:
+            out += [(r, arm, 1) for arm in order]
+    return out
 
 
 def requeue(plan: list[PlanEntry], index: int) -> PlanEntry:
@@ -59,8 +62,8 @@ def attempt_of(plan: list[PlanEntry], entry: PlanEntry) -> int:
     return sum(1 for e in plan[: entry.index + 1] if e.root == entry.root)
 
 
-def _block(e: PlanEntry) -> tuple[Flood, str, int]:
-    return (e.flood, e.load_point, e.round)
+def _block(e: PlanEntry) -> tuple[str, Flood, str, int]:
+    return (e.placement, e.flood, e.load_point, e.round)
 
 
 def execution_order(plan: list[PlanEntry], design: str) -> list[PlanEntry]:

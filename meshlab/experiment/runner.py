@@ -40,9 +40,10 @@ def trial_line(
     """One finished trial: 'trial 3/16 ebpf r02: p50 0.612 ms, steal max 0.0 %, valid | ...'."""
     p50 = f"{t['p50_ms']:.3f} ms" if t["p50_ms"] is not None else "-"
     verdict = t["status"] if t["status"] == "valid" else f"REJECTED ({'; '.join(t['reasons'])})"
+    block = f" [{t['block']}]" if t.get("block") else ""
     line = (
-        f"trial {position}/{of_total(total, reruns)} {t['arm']} r{t['round']:02d}: p50 {p50}, "
-        f"steal max {t['steal_max_percent']:.1f} %, {verdict}"
+        f"trial {position}/{of_total(total, reruns)} {t['arm']} r{t['round']:02d}{block}: "
+        f"p50 {p50}, steal max {t['steal_max_percent']:.1f} %, {verdict}"
     )
     return line + (f" | so far: {'; '.join(so_far)}" if so_far else "")
 

@@ -20,8 +20,13 @@ from meshlab.errors import MeshlabError
 from meshlab.record.format import Manifest, PlanEntry, StopState
 
 
+def block_key(load_point: str, flood: object, placement: str) -> str:
+    """A block of the plan as the manifest's `stopping` names it: load point/flood/placement."""
+    return f"{load_point}/{flood}/{placement}"
+
+
 def block_of(entry: PlanEntry) -> str:
-    return f"{entry.load_point}/{entry.flood}"
+    return block_key(entry.load_point, entry.flood, entry.placement)
 
 
 def evaluate(run_dir, manifest: Manifest) -> dict[str, StopState]:
@@ -37,7 +42,7 @@ def evaluate(run_dir, manifest: Manifest) -> dict[str, StopState]:
     target = exp.stop.half_width_percent
     states: dict[str, StopState] = {}
     for ps in build_pairs(run):
-        block = f"{ps.load_point}/{ps.flood}"
+        block = block_key(ps.load_point, ps.flood, ps.placement)
         widths = [
             r.half_width_percent
             for r in pairset_results(run, ps, alpha, resamples=0)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from meshlab.core.arms import Dataplane
 from meshlab.core.flood import Flood
+from meshlab.core.placement import Placement
 from meshlab.errors import MeshlabError
 from meshlab.record.spec import Experiment, FloodSize, LoadPoint, error_message, field_path
 
@@ -58,6 +59,7 @@ class PlanEntry(Model):
     arm: str
     load_point: str
     flood: FloodSize
+    placement: Placement = "same-node"
     pair: int = 1
     requeue_of: int | None = None
 
@@ -109,10 +111,11 @@ class Manifest(Model):
     versions: dict[str, str]
     host: dict[str, Any]
     inventory: dict[str, Any]
-    pinning: dict[str, str] | str
+    # per placement (schema 2 runs from before placements: one flat same-node layout)
+    pinning: dict[str, dict[str, str]] | dict[str, str] | str
     images: dict[str, Image] = {}
     rejections: list[Rejection] = []
-    # adaptive runs: per block ("<load point>/<flood>"), the stopping rule's last look
+    # adaptive runs: per block ("<load point>/<flood>/<placement>"), the stopping rule's last look
     stopping: dict[str, StopState] = {}
 
     @property
@@ -124,16 +127,21 @@ class Manifest(Model):
 
 
 class FloodRecord(Model):
-    """The flood a trial ran under, with the rule count the node had when it started."""
+    """The flood a trial ran under, with the rule count node 1 had when it started (and every
+    node's: kube-proxy writes the same rules on each)."""
 
     spec: FloodSize
     pods: int
     services: int
     rules: int | None = None
+    rules_by_node: list[int] = []
 
     @classmethod
-    def of(cls, flood: Flood, rules: int | None) -> FloodRecord:
-        return cls(spec=flood, pods=flood.pods, services=flood.services, rules=rules)
+    def of(cls, flood: Flood, rules: int | None, by_node: list[int] | None = None) -> FloodRecord:
+        return cls(
+            spec=flood, pods=flood.pods, services=flood.services, rules=rules,
+            rules_by_node=by_node or [],
+        )  # fmt: skip
 
 
 class Window(Model):
@@ -245,6 +253,7 @@ class TrialRecord(Model):
     requeue_of: int | None = None
     load_point: LoadPoint
     flood: FloodRecord
+    placement: Placement = "same-node"  # schema-1 trials all ran on one node
     started_at: str
     ended_at: str
     window: Window

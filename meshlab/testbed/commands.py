@@ -7,6 +7,7 @@ from typing import Any
 
 from meshlab import ansible
 from meshlab.core.flood import parse_flood
+from meshlab.core.placement import PLACEMENTS
 from meshlab.errors import MeshlabError
 from meshlab.testbed import lease
 from meshlab.testbed import state as tb_state
@@ -26,10 +27,23 @@ def _arm(dataplane: str) -> str:
     return dataplane
 
 
-def up(dataplane: str = "iptables", flood: str = "off", duet: bool = False) -> ansible.PlaybookRun:
+def _placement(placement: str) -> str:
+    if placement not in PLACEMENTS:
+        raise MeshlabError(
+            f"--placement: {placement!r} is not a placement; "
+            f"expected one of {', '.join(PLACEMENTS)}"
+        )
+    return placement
+
+
+def up(
+    dataplane: str = "iptables", flood: str = "off", duet: bool = False,
+    placement: str = "same-node",
+) -> ansible.PlaybookRun:  # fmt: skip
     tb_state.require_root()
     arm = _arm(dataplane)
     spec = str(parse_flood(flood))
+    where = _placement(placement)
     with lease.holding("meshlab testbed up"):
         return ansible.run_playbook(
             "playbooks/testbed.yml",
@@ -37,26 +51,33 @@ def up(dataplane: str = "iptables", flood: str = "off", duet: bool = False) -> a
                 "meshlab_testbed_dataplane": arm,
                 "meshlab_testbed_flood": spec,
                 "meshlab_testbed_duet": duet,
+                "meshlab_testbed_placement": where,
             },
             title="testbed up",
         )
 
 
-def _duet_of_recorded() -> bool:
+def _layout_of(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The variables that shape the topology, as the running testbed has them (a command
+    that only changes the arm or flood must not move pods or drop pair 2)."""
+    return {
+        "meshlab_testbed_duet": bool(recorded.get("duet", False)),
+        "meshlab_testbed_placement": recorded.get("placement", "same-node"),
+    }
+
+
+def _layout_of_recorded() -> dict[str, Any]:
     try:
-        return bool(tb_state.load().get("duet", False))
+        return _layout_of(tb_state.load())
     except MeshlabError:
-        return False
+        return _layout_of({})
 
 
 def set_dataplane(dataplane: str, pairs: list[int] | None = None) -> ansible.PlaybookRun:
     tb_state.require_root()
     current = tb_state.load()
     arm = _arm(dataplane)
-    extravars: dict[str, Any] = {
-        "meshlab_testbed_dataplane": arm,
-        "meshlab_testbed_duet": current.get("duet", False),
-    }
+    extravars: dict[str, Any] = {"meshlab_testbed_dataplane": arm, **_layout_of(current)}
     if pairs:
         extravars["meshlab_testbed_pairs"] = pairs
     with lease.holding(f"meshlab testbed dataplane {arm}"):
@@ -70,7 +91,7 @@ def set_flood(flood: str) -> ansible.PlaybookRun:
     with lease.holding(f"meshlab testbed flood {spec}"):
         return ansible.run_playbook(
             "playbooks/flood.yml",
-            {"meshlab_testbed_flood": spec, "meshlab_testbed_duet": current.get("duet", False)},
+            {"meshlab_testbed_flood": spec, **_layout_of(current)},
             title=f"flood {spec}",
         )
 
@@ -80,7 +101,7 @@ def down() -> ansible.PlaybookRun:
     with lease.holding("meshlab testbed down"):
         return ansible.run_playbook(
             "playbooks/down.yml",
-            {"meshlab_testbed_duet": _duet_of_recorded()},
+            _layout_of_recorded(),
             title="testbed down",
         )
 
@@ -93,10 +114,10 @@ def exec_in_pod(pod: str, argv: list[str]) -> int:
     current = tb_state.load()
     record = tb_state.check_pod(current, pod)
     netns = tb_state.netns_of(current, pod)
-    if record is None:  # the node namespace has no sidecar, cgroup or pinning
+    if record is None:  # a node namespace has no sidecar, cgroup or pinning
         return subprocess.call(["nsenter", f"--net=/run/netns/{netns}", "--", *argv])
     # A client pod's app is the load generator, pinned with k6; a server pod's app is nginx.
-    component = "k6" if record["role"] == "client" else "app"
+    component = "k6" if record["role"] == "client" else "app"  # testbed layout keys
     cpus = current["cpus"][str(record["pair"])][component]
     launcher = f"{current['run_dir']}/bin/podexec"
     cgroup = f"{current['cgroup_root']}/{pod}/app"

@@ -36,8 +36,27 @@ def load(path: Path = paths.TESTBED_STATE) -> dict[str, Any]:
         raise MeshlabError(f"{path}: not valid JSON ({err}); run: meshlab testbed up") from None
 
 
+def nodes(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The node namespaces (id, netns, gateway, link_ip); one node for a testbed recorded
+    before there were two."""
+    return state.get("nodes") or [
+        {"id": 1, "netns": state["node_netns"], "gateway": state["gateway"], "link_ip": None}
+    ]
+
+
+def node_names(state: dict[str, Any]) -> list[str]:
+    """`node` (node 1, as before there were two), `node2`, ...: what `exec` accepts."""
+    return ["node" if n["id"] == 1 else f"node{n['id']}" for n in nodes(state)]
+
+
+def node_netns(state: dict[str, Any]) -> list[str]:
+    return [n["netns"] for n in nodes(state)]
+
+
 def netns_of(state: dict[str, Any], pod: str) -> str:
-    return state["node_netns"] if pod == "node" else f"{state['prefix']}-{pod}"
+    if pod in node_names(state):
+        return nodes(state)[node_names(state).index(pod)]["netns"]
+    return f"{state['prefix']}-{pod}"
 
 
 def pod_names(state: dict[str, Any]) -> list[str]:
@@ -45,13 +64,13 @@ def pod_names(state: dict[str, Any]) -> list[str]:
 
 
 def check_pod(state: dict[str, Any], pod: str) -> dict[str, Any] | None:
-    """The pod's record (None for `node`); an error naming the valid pods otherwise."""
-    if pod == "node":
+    """The pod's record (None for a node); an error naming the valid pods otherwise."""
+    if pod in node_names(state):
         return None
     for p in state["pods"]:
         if p["name"] == pod:
             return p
-    valid = ", ".join(["node", *pod_names(state)])
+    valid = ", ".join([*node_names(state), *pod_names(state)])
     raise MeshlabError(f"unknown pod {pod!r}; expected one of: {valid}")
 
 
@@ -75,6 +94,7 @@ def server_url(state: dict[str, Any], pair: int = 1) -> str:
 def status(state: dict[str, Any]) -> dict[str, Any]:
     """The `meshlab testbed status --json` document."""
     live = set(existing_netns(state["prefix"]))
+    by_id = {n["id"]: n for n in nodes(state)}
     pods = {}
     for p in state["pods"]:
         netns = netns_of(state, p["name"])
@@ -83,6 +103,7 @@ def status(state: dict[str, Any]) -> dict[str, Any]:
             "ip": p["ip"],
             "role": p["role"],
             "pair": p["pair"],
+            "node": by_id[p.get("node", 1)]["netns"],
             "up": netns in live,
             "pids": netns_pids(netns) if netns in live else [],
             "cgroup": f"{state['cgroup_root']}/{p['name']}",
@@ -91,6 +112,17 @@ def status(state: dict[str, Any]) -> dict[str, Any]:
     spec = flood.get("spec", "off")
     pods_n, services_n = (0, 0) if spec == "off" else map(int, spec.split("x"))
     node_up = state["node_netns"] in live
+    node_docs = {
+        n["netns"]: {
+            "id": n["id"],
+            "up": n["netns"] in live,
+            "gateway": n["gateway"],
+            "link_ip": n["link_ip"],
+            "pods": [p["name"] for p in state["pods"] if p.get("node", 1) == n["id"]],
+            "rules": save_line_count(n["netns"]) if n["netns"] in live else None,
+        }
+        for n in nodes(state)
+    }
     dataplane = {str(k): v for k, v in state.get("dataplane", {}).items()}
     arms = sorted(set(dataplane.values()))
     doc: dict[str, Any] = {
@@ -100,10 +132,12 @@ def status(state: dict[str, Any]) -> dict[str, Any]:
             "spec": spec,
             "pods": pods_n,
             "services": services_n,
-            "rules": save_line_count(state["node_netns"]) if node_up else None,
+            "rules": node_docs[state["node_netns"]]["rules"],  # node 1's
         },
         "pods": pods,
+        "placement": state.get("placement", "same-node"),
         "node": {"netns": state["node_netns"], "up": node_up, "gateway": state["gateway"]},
+        "nodes": node_docs,
         "server_url": server_url(state),
         "duet": state.get("duet", False),
     }

@@ -392,6 +392,42 @@ def test_sidecar_uid_connect_goes_to_peer_inbound_port(scratch: Scratch, arm) ->
     assert inbound[0]["orig"] == [IPS["server"], 80]
 
 
+def test_across_nodes_the_sidecar_connect_takes_the_plain_path(scratch: Scratch, arm) -> None:
+    """Merbridge's bypass only joins sidecars of one node: with the server registered on node
+    2, the client's sidecar reaches the server's port 80 itself (the destination's capture is
+    the server node's business), while the client app is still redirected to its sidecar."""
+    arm(None)
+    cgroups = scratch.pod_cgroups(PODS)
+    status = dataplane.attach(cgroups, IPS, "ebpf", pod_nodes={"server": 2}, pin_root=PIN_ROOT)
+    assert status["nodes"] == {str(cgroups["client"]): 1, str(cgroups["server"]): 2}
+    before = status["counters"]
+    mark = len(scratch.log("sidecar-server"))
+    sidecar = scratch.client("client", IPS["server"], 80, uid=1337)
+    app = scratch.client("client", IPS["server"], 80)
+    try:
+        assert sidecar.hello["peer"] == [IPS["server"], 80]
+        assert sidecar.cmd("rt 4096")["ok"]
+        assert app.hello["peer"] == ["127.0.0.1", 15001]  # app -> own sidecar: redirected
+        assert app.cmd("rt 1000")["ok"]
+    finally:
+        sidecar.close()
+        app.close()
+    after = dataplane.status(PIN_ROOT)["counters"]
+    # two sidecar connects across nodes: ours, and the client sidecar's upstream for the app
+    assert after["cross_node"] == before["cross_node"] + 2
+    assert after["bypass"] == before["bypass"]
+    assert after["out_redirect"] == before["out_redirect"] + 1
+    assert new_entries(scratch, "sidecar-server", mark) == []  # nothing reached its 15006
+    assert scratch.log("app")[-1]["peer"][0] == IPS["client"]  # straight from the client side
+    # Back on one node, the same connect is bypassed again (re-registering moves the pod).
+    dataplane.attach(cgroups, IPS, "ebpf", pod_nodes={"server": 1}, pin_root=PIN_ROOT)
+    again = scratch.client("client", IPS["server"], 80, uid=1337)
+    try:
+        assert again.hello["peer"] == [IPS["server"], 15006]
+    finally:
+        again.close()
+
+
 def test_excluded_ports_loopback_and_own_pod_are_not_captured(scratch: Scratch, arm) -> None:
     arm("ebpf")
     mark = len(scratch.log("sidecar-server"))

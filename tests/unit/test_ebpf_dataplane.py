@@ -89,6 +89,24 @@ def test_cli_parses_pods() -> None:
         ebpf_cmds._pods(["client=/cg"], 3, "NAME=IP=CGROUP")
 
 
+@pytest.mark.parametrize(
+    ("node", "expected"),
+    [
+        ("server", "--node 'server': expected NAME=N"),
+        ("server=two", "--node server=two: N must be a node number"),
+        ("server=0", "eBPF attach: pod 'server': node must be 1..255, got 0"),
+        ("other=2", "eBPF attach: pod 'other' has a node but no cgroup"),
+    ],
+)
+def test_cli_refuses_a_bad_node(node: str, expected: str) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["ebpf", "attach", "--pod", "server=198.18.1.20=/cg/server", "--node", node],
+    )
+    assert result.exit_code == 2
+    assert result.output.startswith(f"meshlab: error: {expected}")
+
+
 def test_cli_error_is_one_line_and_exit_2() -> None:
     result = CliRunner().invoke(
         app, ["ebpf", "attach", "--mode", "ebpf", "--pod", "x=not-an-ip=/cg/x"]

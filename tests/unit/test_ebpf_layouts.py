@@ -53,6 +53,15 @@ def test_origin_roundtrip_and_size() -> None:
         layouts.Origin.decode(raw[:6])
 
 
+def test_pod_roundtrip_and_size() -> None:
+    pod = layouts.Pod("198.18.1.20", 2)
+    raw = pod.encode()
+    assert len(raw) == layouts.Pod.SIZE == 8
+    assert raw[:4] == bytes([198, 18, 1, 20]) and layouts.Pod.decode(raw) == pod
+    with pytest.raises(ValueError, match="8 bytes"):
+        layouts.Pod.decode(raw[:4])
+
+
 def test_percpu_sum_adds_every_cpu_slot() -> None:
     raw = b"".join(layouts.u64(n) for n in (1, 0, 40, 1))
     assert layouts.percpu_sum(raw) == 42
@@ -84,6 +93,8 @@ def test_struct_layouts_match_the_header() -> None:
     ]
     origin = re.search(r"struct ml_origin \{(.*?)\};", header, re.S).group(1)
     assert re.findall(r"__u(\d+) (\w+);", origin) == [("32", "ip"), ("16", "port"), ("16", "flags")]
+    pod = re.search(r"struct ml_pod \{(.*?)\};", header, re.S).group(1)
+    assert re.findall(r"__u(\d+) (\w+);", pod) == [("32", "ip"), ("32", "node")]
     assert re.search(r"#define ML_ORIGIN_OUTBOUND (\d+)", header).group(1) == str(
         layouts.ORIGIN_OUTBOUND
     )

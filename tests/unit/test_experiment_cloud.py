@@ -135,7 +135,7 @@ def _netns_trial(tmp_path: Path) -> dict[str, Any]:
         rc=0,
         k6_output="",
         k6_env={"GOGC": "off"},
-        pinning=exp.pinning.model_dump(),
+        pinning=exp.pinning_for("same-node").model_dump(),
         pods={"client": "client", "server": "server"},
     )
     judge(exp, lp, TrialSlot(entry, 1, "000-iptables-r01", tdir), evidence)

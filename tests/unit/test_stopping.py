@@ -31,7 +31,7 @@ def _adaptive(tmp_path: Path, half_width: float, keep_rounds: int) -> Path:
 def test_a_block_whose_intervals_are_narrow_stops_at_the_look(tmp_path: Path) -> None:
     run_dir = _adaptive(tmp_path, half_width=20.0, keep_rounds=8)
     nxt = engine.next_step(run_dir)
-    assert nxt["done"] is True and nxt["stopped_early"] == ["1000rps/50x500"]
+    assert nxt["done"] is True and nxt["stopped_early"] == ["1000rps/50x500/same-node"]
     (state,) = store.load_manifest(run_dir).stopping.values()
     assert state.stopped and state.rounds == 8 and state.half_width_percent < 20
     assert "stopped after 8 paired rounds" in state.reason

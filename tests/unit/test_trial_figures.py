@@ -165,7 +165,7 @@ def _judged(tmp_path: Path, **doctor: Any) -> dict[str, Any]:
         rc=0,
         k6_output="",
         k6_env={"GOGC": "off"},
-        pinning=exp.pinning.model_dump(),
+        pinning=exp.pinning_for("same-node").model_dump(),
         pods={"client": "client", "server": "server"},
         **doctor,
     )
