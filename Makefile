@@ -15,9 +15,19 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: help setup apt venv bpf lab test test-unit test-testbed lint bench-testbed bench-dataplane bench-placement bench-report calibration clean
 
 help:
-	@echo "make lab    set up, bring the local testbed up, run $(EXPERIMENT), write the report"
-	@echo "make test   set up, then lint and the whole test suite (root: namespaces, iptables, eBPF)"
-	@echo "make lint   ruff, yamllint, ansible-lint (production profile)"
+	@echo "make lab              set up, bring the local testbed up, run $(EXPERIMENT), write the report"
+	@echo "make test             set up, then lint and the whole test suite (root: namespaces, iptables, eBPF)"
+	@echo ""
+	@echo "make setup            Debian packages, the venv, the eBPF programs (what lab and test run first)"
+	@echo "make lint             ruff, yamllint, ansible-lint (production profile)"
+	@echo "make test-unit        the unit tests only (no root)"
+	@echo "make test-testbed     the root and testbed tests only"
+	@echo "make bench-testbed    seconds to bring the testbed up and write the 50x500 flood"
+	@echo "make bench-dataplane  experiments/dataplane.yml: iptables vs ebpf vs ebpf-connect"
+	@echo "make bench-placement  experiments/placement.yml: same-node vs cross-node, flood off/50x500"
+	@echo "make bench-report     how long a report of a large run takes to build"
+	@echo "make calibration      false positives, coverage and power of the decision rules (simulated)"
+	@echo "make clean            take the testbed down, remove the venv"
 
 setup: apt venv bpf
 

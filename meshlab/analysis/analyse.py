@@ -120,6 +120,7 @@ class Comparison:
 @dataclass
 class Gates:
     recorded: int
+    planned: int  # the plan's own trials, re-runs of rejected ones not counted
     valid: int
     rejected: int
     by_arm: dict[str, dict[str, int]]
@@ -131,7 +132,9 @@ class Gates:
 
     @property
     def rejection_share(self) -> float:
-        return self.rejected / self.recorded if self.recorded else 0.0
+        """Rejected trials per planned trial: the engine's own measure of an unfit host
+        (engine._too_many_rejections), so the report and the run end agree."""
+        return self.rejected / self.planned if self.planned else 0.0
 
 
 @dataclass
@@ -244,7 +247,11 @@ def _pos(x: float | None) -> float:
 
 
 def _rng(run: Run, ps: PairSet) -> np.random.Generator:
-    return np.random.default_rng([run.seed % 2**32, zlib.crc32(ps.key.encode())])
+    # Seeded by the run directory's name too: two runs of one spec (same seed, `--repeat`)
+    # must not draw the same resamples, or compare's "independent" bootstraps are not.
+    return np.random.default_rng(
+        [run.seed % 2**32, zlib.crc32(ps.key.encode()), zlib.crc32(run.path.name.encode())]
+    )
 
 
 def _metrics(run: Run, ps: PairSet) -> list[Metric]:
@@ -255,7 +262,8 @@ def _metrics(run: Run, ps: PairSet) -> list[Metric]:
     for m in METRICS:
         if m.key in shared:
             continue
-        # metrics absent from every trial (e.g. no k6 cgroup on a cluster) are left out
+        # metrics absent from every trial (e.g. no sidecar access logs in a schema-1 run) are
+        # left out
         values = [m.value(t) for t in (*ps.a, *ps.b)]
         if ps.n == 0 or any(v is not None for v in values) or m.key in run.primary:
             found.append(m)
@@ -415,6 +423,7 @@ def _gates(run: Run) -> Gates:
     valid = sum(1 for t in run.trials if t.valid)
     return Gates(
         recorded=len(run.trials),
+        planned=sum(1 for e in run.plan if e.requeue_of is None),
         valid=valid,
         rejected=len(run.trials) - valid,
         by_arm=by_arm,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from meshlab.analysis import stats
+from meshlab.record.spec import first_look_rounds
 
 SDS = (0.02, 0.013, 0.015)  # p50, node CPU, sidecar CPU: paired log-ratio sd per round
 
@@ -75,6 +76,11 @@ def run_design(
     simulations: int,
     effects: tuple[float, float, float] = (0.0, 0.0, 0.0),
 ) -> Outcome:
+    if design.looks[0] < first_look_rounds(len(design.looks)):
+        raise ValueError(
+            f"{design.name}: a first look at {design.looks[0]} rounds shows no interval at "
+            f"alpha 0.05/{len(design.looks)}; the schema refuses it too (stop.min_rounds)"
+        )
     alpha = stats.ALPHA / len(design.looks)
     d = draw(rng, simulations, design.looks[-1], effects)
     stopped_at = np.full(simulations, len(design.looks) - 1)

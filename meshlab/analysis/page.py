@@ -106,8 +106,8 @@ def _notices(a: Analysis, notes: list[str]) -> list[Notice]:
             Notice(
                 "bad",
                 "Environment unfit.",
-                f"{a.gates.rejected} of {a.gates.recorded} trials "
-                f"({100 * a.gates.rejection_share:.0f} %) were rejected by the noise gates "
+                f"{a.gates.rejected} trials were rejected by the noise gates, "
+                f"{100 * a.gates.rejection_share:.0f} % of the {a.gates.planned} planned "
                 f"(limit {100 * run.max_rejected_share:.0f} %): treat every number below as "
                 "suspect.",
             )

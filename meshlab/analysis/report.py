@@ -56,7 +56,11 @@ def render_figures(
     # Figures per (load point, flood) cell need at least one valid trial in it.
     has_cells = bool(figs.cells(run))
     out = [figs.latency_boxes(run), figs.cpu(run)] if has_cells else []
-    out += [figs.forest(analysis), figs.timeline(run, _timelines(run))]
+    out.append(figs.forest(analysis))
+    effects = figs.effects(analysis)  # several placements or flood sizes
+    if effects is not None:
+        out.append(effects)
+    out.append(figs.timeline(run, _timelines(run)))
     if has_cells:
         out.append(figs.cdf(run, pools))
     sweep = figs.flood_sweep(run)

@@ -282,4 +282,5 @@ def outlier_rounds(d: np.ndarray, threshold: float = OUTLIER_Z) -> np.ndarray:
     mad = 1.4826 * np.nanmedian(np.abs(d - med), axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = np.abs(d - med) / mad
-    return np.nan_to_num(z, nan=0.0) > threshold
+    # MAD 0 (half the rounds identical): no spread to measure a distance against
+    return (np.nan_to_num(z, nan=0.0, posinf=0.0) > threshold) & (mad > 0)

@@ -52,12 +52,13 @@ def spreads(run: Run) -> list[SpreadRow]:
     res = f["results"]
     rows = []
     cpu = res.get("max_cpu_percent_range_merbridge")
+    placement = f["stack"].get("placement", "placement not stated")
     for name, (lo, hi) in res["latency_p5_p95_ms"].items():
         rows.append(
             SpreadRow(
                 who="thesis",
                 arm=_THESIS_ARMS.get(name, name),
-                where="all published runs",
+                where=f"all published runs · {placement}",
                 p5_min=float(lo),
                 p95_max=float(hi),
                 p50_cov=None,

@@ -12,8 +12,8 @@ from meshlab.analysis.calibration import Design, rounds_for, run_design
 DESIGNS = (
     Design("fixed 8 rounds (default.yml)", (8,)),
     Design("fixed 20 rounds", (20,)),
-    Design("adaptive ±2 %, looks 8..20 every 2", tuple(range(8, 21, 2)), 2.0),
-    Design("adaptive ±1 %, looks 8..20 every 2", tuple(range(8, 21, 2)), 1.0),
+    Design("adaptive ±2 %, looks 10..20 every 2", tuple(range(10, 21, 2)), 2.0),
+    Design("adaptive ±1 %, looks 10..20 every 2", tuple(range(10, 21, 2)), 1.0),
 )
 
 

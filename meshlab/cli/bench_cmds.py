@@ -9,7 +9,9 @@ import typer
 
 from meshlab.cli.base import typer_app
 
-app = typer_app("Benchmarks (not tests): make bench-testbed, bench-dataplane, bench-report.")
+app = typer_app(
+    "Benchmarks (not tests): make bench-testbed, bench-dataplane, bench-report, calibration."
+)
 
 
 @app.command()

@@ -13,6 +13,7 @@ per refusal (`meshlab: error: <field or node>: ...`) and exits 2.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +35,8 @@ MANIFESTS = (
     "flooder.yaml", "workload.yaml",
 )  # fmt: skip
 RESTART_NAMESPACES = ("meshlab",)  # merbridge_restart_namespaces
+WORKLOAD_NAMESPACE = "meshlab"  # workload_namespace
+SERVER_DEPLOYMENTS = ("server", "httpbin")  # the pods workload_server_node_selector places
 
 
 def _experiment(spec: Path, resume: Path | None) -> tuple[Experiment, str]:
@@ -139,6 +142,25 @@ def model(
     return table, problems + schedule.refusals(table), pods
 
 
+def same_node(docs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The manifests as the workload role renders them for `placement: same-node`
+    (workload_placement): the server Deployments take the k6 runner's nodeSelector."""
+    out = [copy.deepcopy(dict(d)) for d in docs]
+    deployments = {
+        d["metadata"]["name"]: d
+        for d in out
+        if d.get("kind") == "Deployment" and d["metadata"].get("namespace") == WORKLOAD_NAMESPACE
+    }
+    k6 = deployments.get("k6")
+    if k6 is None:
+        return out
+    selector = k6["spec"]["template"]["spec"].get("nodeSelector", {})
+    for name in SERVER_DEPLOYMENTS:
+        if name in deployments:
+            deployments[name]["spec"]["template"]["spec"]["nodeSelector"] = dict(selector)
+    return out
+
+
 def _largest_flood(exp: Experiment) -> int:
     return max(f.pods for f in exp.flood_sizes)
 
@@ -165,9 +187,18 @@ def run(
     if hosts:
         errors += check_kernels(exp, hosts)
         if manifests:
+            docs = load_docs(manifests)
+            if exp.placement == ["same-node"]:
+                # What the install renders for this run (site.yml: workload_placement).
+                docs = same_node(docs)
             table, problems, pods = model(
-                load_docs(manifests), hosts, kubelet or {}, kubelet_minor, _largest_flood(exp)
+                docs, hosts, kubelet or {}, kubelet_minor, _largest_flood(exp)
             )
+            if exp.placement == ["same-node"]:
+                problems = [
+                    f"placement: same-node puts k6 and the server on one node: {p}"
+                    for p in problems
+                ]
             errors += problems
             if any(arm.dataplane == "ebpf" for arm in exp.arms.values()):
                 tag = upstream.fact("merbridge", "sidecar_detection").tag

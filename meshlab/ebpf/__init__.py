@@ -7,7 +7,7 @@ and loads/attaches/switches/removes them (dataplane). Entry points for the testb
     detach()
     status()
 
-or `python -m meshlab.ebpf attach|detach|status|build|check` (see docs/ebpf.md).
+or `meshlab ebpf attach|detach|status|build|check` (see docs/ebpf.md).
 """
 
 from meshlab.ebpf.dataplane import DEFAULT_PIN_ROOT, MODES, attach, detach, status

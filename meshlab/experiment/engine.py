@@ -302,13 +302,16 @@ def _record(
         "done": len(done),
         "total": len(manifest.plan),
         "reruns": _reruns(manifest),
-        "so_far": so_far(run_dir),
+        "so_far": so_far(
+            run_dir, (entries[0].load_point, str(entries[0].flood), entries[0].placement)
+        ),
     }
 
 
-def so_far(run_dir: Path) -> list[str]:
-    """The primary estimates of the first comparison on the trials so far, for progress
-    lines: 'p50 latency -7.2 % (95 % CI -9.0 to -5.1 %, n=8)'."""
+def so_far(run_dir: Path, cell: tuple[str, str, str] | None = None) -> list[str]:
+    """The primary estimates so far of the comparison in `cell` (load point, flood,
+    placement: the block a step just ran; default the first), for progress lines:
+    'p50 latency -7.2 % (95 % CI -9.0 to -5.1 %, n=8)'."""
     from meshlab.analysis.analyse import PRIMARY, analyse
     from meshlab.analysis.fmt import ci_pct, signed_pct
     from meshlab.analysis.run import load_run
@@ -317,10 +320,12 @@ def so_far(run_dir: Path) -> list[str]:
         comparisons = analyse(load_run(run_dir), resamples=0).comparisons
     except MeshlabError:
         return []
-    if not comparisons or comparisons[0].pairs.n == 0:
+    chosen = next((c for c in comparisons if c.pairs.cell == cell), None) if cell else None
+    chosen = chosen or (comparisons[0] if comparisons else None)
+    if chosen is None or chosen.pairs.n == 0:
         return []
     out = []
-    for r in comparisons[0].results:
+    for r in chosen.results:
         if r.family == PRIMARY:
             ci = f"95 % CI {ci_pct(r.ci95)}, " if r.ci95 else ""
             out.append(f"{r.metric.phrase} {signed_pct(r.estimate)} ({ci}n={r.n})")

@@ -154,6 +154,14 @@ def judge(exp: Experiment, lp: LoadPoint, slot: TrialSlot, ev: Evidence) -> Tria
         housekeeping=measure.housekeeping_percent(cpu, window.seconds, HOUSEKEEPING),
     )
     reasons += failed_gates
+    if ev.settle.get("timed_out"):
+        # The node never settled (rules still changing, or a CPU busier than the threshold):
+        # the trial would measure a kube-proxy sync or a neighbour, not the arm.
+        reasons.append(
+            f"settle timed out after {ev.settle.get('seconds')} s (rules stable: "
+            f"{ev.settle.get('rules_stable')}, busiest CPU {ev.settle.get('cpu_busy_percent')} %, "
+            f"limit {exp.gates.settle_cpu_busy_percent:g} %)"
+        )
     sidecars = {}
     for name, rows in ev.sidecar_logs.items():
         figures = sidecar_log.summarize(rows, window.start, window.end)

@@ -67,6 +67,12 @@ def check_fits(exp: Experiment, source: str) -> None:
                 f"testbed; the cloud testbed runs {', '.join(MERBRIDGE_STATE)} (Merbridge absent "
                 "or present)"
             )
+    if len(exp.placement) > 1:
+        raise MeshlabError(
+            f"{source}: placement: the cloud testbed runs one placement per run "
+            f"({' or '.join(exp.placement)}): moving the server pod between nodes mid-run is a "
+            "reschedule onto other exclusive CPUs, not a link move; run each placement on its own"
+        )
     for i, lp in enumerate(exp.load_points):
         if lp.connection_mode == "new-connection":
             raise MeshlabError(

@@ -243,7 +243,7 @@ def run(
 
 
 def between_runs(runs: list[Path]) -> str:
-    """'reproduced within ± x pp over K runs' per primary metric of the first comparison."""
+    """'reproduced within ± x pp over K runs' per comparison and primary metric."""
     from meshlab.analysis.reproduce import estimates
     from meshlab.analysis.run import load_run
 

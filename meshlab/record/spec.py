@@ -70,6 +70,12 @@ class LoadPoint(_Strict):
         return self
 
 
+def first_look_rounds(looks: int, alpha: float = 0.05) -> int:
+    """Fewest rounds at which a design with `looks` looks can show any interval: each look
+    gets alpha/looks, and the exact signed-rank interval needs 2/2^n below it."""
+    return math.ceil(math.log2(2 * looks / alpha))
+
+
 class Gates(_Strict):
     steal_mean_percent: Annotated[float, Field(ge=0)] = 0.5
     steal_max_percent: Annotated[float, Field(ge=0)] = 5.0
@@ -184,6 +190,14 @@ class Experiment(_Strict):
     analysis: Analysis = Analysis()
     stop: Stop | None = None
 
+    @field_validator("placement")
+    @classmethod
+    def _each_placement_once(cls, placement: list[str]) -> list[str]:
+        twice = sorted({p for p in placement if placement.count(p) > 1})
+        if twice:
+            raise ValueError(f"lists {', '.join(twice)} twice (each placement is one block)")
+        return placement
+
     @field_validator("arms")
     @classmethod
     def _two_or_more_arms(cls, arms: dict[str, Arm]) -> dict[str, Arm]:
@@ -195,8 +209,6 @@ class Experiment(_Strict):
     def _design_fits(self) -> Experiment:
         if self.design == "duet" and len(self.arms) != 2:
             raise ValueError("design duet runs exactly 2 arms at once (one per pod pair)")
-        if len(set(self.placement)) != len(self.placement):
-            raise ValueError(f"placement lists a placement twice: {self.placement}")
         names = [lp.name for lp in self.load_points]
         if len(set(names)) != len(names):
             raise ValueError(f"load_points: names must be unique, got {names}")
@@ -207,8 +219,7 @@ class Experiment(_Strict):
                     "the most the run may take"
                 )
             looks = len(self.looks())
-            # each look gets alpha 0.05/looks; the exact signed-rank interval needs 2/2^n below it
-            need = math.ceil(math.log2(2 * looks / 0.05))
+            need = first_look_rounds(looks)
             if self.stop.min_rounds < need:
                 raise ValueError(
                     f"stop.min_rounds ({self.stop.min_rounds}) is too few for {looks} looks: each "

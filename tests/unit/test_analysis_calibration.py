@@ -145,7 +145,7 @@ def test_fixed_and_adaptive_designs_keep_the_false_positive_rate() -> None:
     from meshlab.analysis.calibration import Design, run_design
 
     rng = np.random.default_rng(7)
-    for design in (Design("fixed 8", (8,)), Design("adaptive", tuple(range(8, 21, 2)), 2.0)):
+    for design in (Design("fixed 8", (8,)), Design("adaptive", tuple(range(10, 21, 2)), 2.0)):
         aa = run_design(design, rng, 1000)
         # binomial sd of a 5 % rate over 1000 runs is 0.7 pp: 6.5 % would be 2 sd above
         assert aa.family_false_positive <= 0.065, (design, aa)
@@ -156,6 +156,14 @@ def test_an_adaptive_design_stops_early_on_quiet_data_and_still_detects() -> Non
     from meshlab.analysis.calibration import Design, run_design
 
     rng = np.random.default_rng(8)
-    design = Design("adaptive", tuple(range(8, 21, 2)), 3.0)
+    design = Design("adaptive", tuple(range(10, 21, 2)), 3.0)
     out = run_design(design, rng, 500, (-0.05, 0.0, 0.0))
-    assert out.mean_rounds < 13 and out.detected > 0.7  # measured: 12.1 of up to 20, 80 %
+    assert out.mean_rounds < 13 and out.detected > 0.7  # of up to 20 rounds
+
+
+def test_a_design_the_schema_would_refuse_is_refused_here_too() -> None:
+    from meshlab.analysis.calibration import Design, run_design
+
+    # 7 looks at alpha 0.05/7: no exact interval exists below 9 rounds (spec.first_look_rounds)
+    with pytest.raises(ValueError, match="a first look at 8 rounds shows no interval"):
+        run_design(Design("adaptive", tuple(range(8, 21, 2)), 2.0), np.random.default_rng(1), 10)

@@ -128,6 +128,9 @@ def test_a_far_round_is_flagged_and_a_quiet_set_is_not() -> None:
     assert stats.outlier_rounds(d)[0].tolist() == [False] * 6 + [True, False]
     quiet = np.random.default_rng(1).normal(0, 0.01, (200, 12))
     assert stats.outlier_rounds(quiet).mean() < 0.005  # about 0.3 % of pure-noise rounds
+    # MAD 0 (most rounds identical): nothing to measure a distance against, nothing flagged
+    tied = np.array([[0.01, 0.01, 0.01, 0.01, 0.012, 0.011]])
+    assert not stats.outlier_rounds(tied).any()
 
 
 def test_equivalence_is_never_claimed_beside_a_95_interval_leaving_the_margin() -> None:

@@ -44,7 +44,7 @@ def budget(capsys: pytest.CaptureFixture[str], rendered: Path, **stack: str):
     """The default experiment, its digest resolved, on the stack with this config."""
     return run(
         capsys,
-        "--spec=experiments/default.yml",
+        "--spec=experiments/cloud.yml",
         f"--images-json={images(resolved=DIGEST)}",
         *budget_args(rendered, stack_hosts(**stack)),
     )
@@ -78,11 +78,11 @@ def test_an_ebpf_arm_whose_digest_cannot_be_resolved_is_refused(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     rc, out = run(
-        capsys, "--spec=experiments/default.yml", f"--images-json={images(error='HTTP 404')}"
+        capsys, "--spec=experiments/cloud.yml", f"--images-json={images(error='HTTP 404')}"
     )
     assert rc == 2
     assert out == [
-        "error: experiments/default.yml: arms.ebpf.dataplane: ebpf needs "
+        "error: experiments/cloud.yml: arms.ebpf.dataplane: ebpf needs "
         "ghcr.io/merbridge/merbridge:0.8.1 by digest, which the controller could not resolve "
         "(HTTP 404) and meshlab_images.merbridge.digest does not pin"
     ]
@@ -100,13 +100,13 @@ def test_a_pinned_digest_that_no_longer_matches_the_tag_is_refused(
     other = "sha256:" + "f" * 64
     rc, out = run(
         capsys,
-        "--spec=experiments/default.yml",
+        "--spec=experiments/cloud.yml",
         f"--images-json={images(pinned=other, resolved=DIGEST)}",
     )
     assert rc == 2
     assert out[0].startswith(f"error: meshlab_images.merbridge.digest: pinned {other} but")
     # Pinned and the registry unreachable: the pin is used.
-    rc, out = run(capsys, "--spec=experiments/default.yml", f"--images-json={images(pinned=other)}")
+    rc, out = run(capsys, "--spec=experiments/cloud.yml", f"--images-json={images(pinned=other)}")
     assert rc == 0 and json.loads(out[0])["images"]["merbridge"]["digest"] == other
 
 
@@ -117,7 +117,7 @@ def test_a_kernel_merbridge_cannot_run_on_is_refused(capsys: pytest.CaptureFixtu
     ]  # fmt: skip
     rc, out = run(
         capsys,
-        "--spec=experiments/default.yml",
+        "--spec=experiments/cloud.yml",
         f"--images-json={images(resolved=DIGEST)}",
         f"--nodes-json={json.dumps(hosts)}",
     )
@@ -138,6 +138,28 @@ def test_a_design_the_cluster_cannot_run_is_refused_by_the_preflight(
 
 
 # ---- the playbooks ----------------------------------------------------------------------------
+
+
+def test_same_node_on_the_cloud_is_refused_where_it_does_not_fit_and_two_placements_always(
+    rendered: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    base = yaml.safe_load((REPO / "experiments/cloud.yml").read_text())
+    same = tmp_path / "same.yml"
+    same.write_text(yaml.safe_dump({**base, "placement": ["same-node"]}))
+    argv = [f"--spec={same}", f"--images-json={images(resolved=DIGEST)}"]
+    rc, out = run(capsys, *argv, *budget_args(rendered, stack_hosts()))
+    assert rc == 2
+    assert any(
+        line.startswith("error: placement: same-node puts k6 and the server on one node: ")
+        and "(loadtest)" in line
+        for line in out
+    ), out
+    rc, out = run(capsys, *argv, *budget_args(rendered, stack_hosts(vcpus="8", ramMb="16384")))
+    assert rc == 0, out
+    both = tmp_path / "both.yml"
+    both.write_text(yaml.safe_dump({**base, "placement": ["cross-node", "same-node"]}))
+    rc, out = run(capsys, f"--spec={both}", f"--images-json={images(resolved=DIGEST)}")
+    assert rc == 2 and "placement: the cloud testbed runs one placement per run" in out[0], out
 
 
 def test_experiment_yml_runs_the_preflight_first() -> None:
@@ -183,7 +205,7 @@ def test_experiment_yml_stops_on_an_unresolvable_digest_before_plan_and_install(
     # refuses; no VM is contacted (they sit on a closed loopback port) and nothing is planned.
     proc = playbook(
         "-i", "tests/cluster/preflight_inventory.yml", "experiment.yml",
-        "-e", "experiment=experiments/default.yml", "-e", f"results_dir={tmp_path}",
+        "-e", "experiment=experiments/cloud.yml", "-e", f"results_dir={tmp_path}",
         "-e", "preflight_registry_url=http://127.0.0.1:1",
     )  # fmt: skip
     said = " ".join((proc.stdout + proc.stderr).split())
@@ -203,7 +225,7 @@ def test_the_preflight_budgets_real_facts_and_refuses_a_two_cpu_machine(tmp_path
     with fake_registry() as url:
         proc = playbook(
             "-i", str(tmp_path / "inventory.yml"), "playbooks/preflight.yml",
-            "-e", "experiment=experiments/default.yml", "-e", f"preflight_registry_url={url}",
+            "-e", "experiment=experiments/cloud.yml", "-e", f"preflight_registry_url={url}",
             "-e", "workload_k6_cpu=3",
         )  # fmt: skip
     said = " ".join((proc.stdout + proc.stderr).split())

@@ -130,6 +130,31 @@ def test_a_small_loadtest_flavor_is_refused_naming_node_and_numbers(rendered: Pa
     assert "allocatable 1000m (2 vCPU - 1 reserved" in lines[0]
 
 
+def _deployment(the_docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(d for d in the_docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+
+
+def test_the_same_node_layout_is_what_the_workload_role_renders(rendered: Path) -> None:
+    """preflight.same_node (what the budget checks) and workload_placement: same-node (what the
+    install applies) must be one layout: the server beside k6 on the load-test node."""
+    role = docs(rendered / "workload__workload-same-node.yaml")
+    ours = preflight.same_node(docs(rendered / "workload__workload.yaml"))
+    for name in ("server", "k6"):
+        assert _deployment(role, name) == _deployment(ours, name), name
+    selector = _deployment(role, "server")["spec"]["template"]["spec"]["nodeSelector"]
+    assert selector == {"meshlab.io/role": "loadtest"}
+
+
+def test_same_node_does_not_fit_the_thesis_shape_and_fits_a_bigger_one(rendered: Path) -> None:
+    # k6 1 + its sidecar 1 + nginx 1 + its sidecar 1 exclusive CPUs > 3 allocatable of 4 vCPU
+    the_docs = preflight.same_node(manifests(rendered))
+    _, problems, _ = model(rendered, the_docs)
+    steady = [p for p in problems if "(loadtest)" in p and "steady" in p]
+    assert steady and "CPU requests 4550m > allocatable 3000m" in steady[0], problems
+    _, bigger, _ = model(rendered, the_docs, vcpus="8", ramMb="16384")
+    assert bigger == []
+
+
 def test_httpbin_on_the_default_shape_is_refused(tmp_path: Path, rendered: Path) -> None:
     the_docs = [
         d

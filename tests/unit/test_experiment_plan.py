@@ -101,3 +101,29 @@ def test_a_requeued_duet_step_pairs_requeues_with_requeues():
 def test_other_designs_run_one_trial_per_step():
     plan = planner.make_plan(exp(flood_sizes=["off"]))
     assert len(planner.next_group(_pending(plan, "rmit"), "rmit")) == 1
+
+
+def test_each_placement_is_a_block_of_the_plan_run_one_after_the_other():
+    plan = planner.make_plan(exp(placement=["cross-node", "same-node"], flood_sizes=["off"]))
+    order = [e.placement for e in planner.execution_order(plan, "rmit")]
+    assert order == ["cross-node"] * (len(order) // 2) + ["same-node"] * (len(order) // 2)
+    for placement in ("cross-node", "same-node"):
+        block = [e for e in plan if e.placement == placement]
+        assert Counter((e.load_point, e.arm) for e in block) == {
+            (lp, arm): 10 for lp in ("a", "b") for arm in ("iptables", "ebpf")
+        }
+
+
+def test_one_placement_plans_exactly_what_it_did_before_placements():
+    """Adding the placement factor must not reshuffle existing experiments (their seeds are
+    part of what a rerun reproduces): same entries, same order, placement same-node."""
+    plan = planner.make_plan(exp())
+    assert {e.placement for e in plan} == {"same-node"}
+    # Frozen from plan.py before placements existed (commit e57f82a, BASE, seed 42): the arm of
+    # every entry in plan order (e = ebpf, i = iptables), blocks flood-major then load point.
+    assert "".join(e.arm[0] for e in plan) == (
+        "eieiieeieieieieiieeieieieieieieiieeiieieeieiieieieeieiieeieiieeiieieieeiieeiieei"
+    )
+    assert [(str(e.flood), e.load_point) for e in plan][::20] == [
+        ("off", "a"), ("off", "b"), ("50x500", "a"), ("50x500", "b")
+    ]  # fmt: skip

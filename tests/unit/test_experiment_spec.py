@@ -40,10 +40,33 @@ def test_default_fits_ten_minutes_and_gives_a_ci():
     ]
 
 
-def test_smoke_is_short_and_has_two_rounds():
+def test_smoke_is_short_has_two_rounds_and_moves_the_pods_once():
     exp = spec.load(next(p for p in EXPERIMENTS if p.stem == "smoke"))
-    trials = len(exp.arms) * exp.rounds
-    assert exp.rounds >= 2 and trials * (exp.load_points[0].duration_s + 10) <= 120
+    trials = len(exp.arms) * exp.rounds * len(exp.placement)
+    assert exp.rounds >= 2 and trials * (exp.load_points[0].duration_s + 10) <= 240
+    assert sorted(exp.placement) == ["cross-node", "same-node"]
+
+
+def test_placement_defaults_to_one_node_and_each_names_its_cpu_layout():
+    exp = spec.parse(BASE, "x.yml")
+    assert exp.placement == ["same-node"]
+    assert exp.pinning_for("same-node").model_dump() == {
+        "k6": "0", "client_sidecar": "1", "server_sidecar": "1", "app": "1"
+    }  # fmt: skip
+    # across nodes each node's pods share its CPU: client pod on 0, server pod on 1
+    assert exp.pinning_for("cross-node").model_dump() == {
+        "k6": "0", "client_sidecar": "0", "server_sidecar": "1", "app": "1"
+    }  # fmt: skip
+
+
+def test_a_single_pinning_is_the_same_node_layout_and_keeps_the_cross_node_default():
+    flat = {"k6": "1", "client_sidecar": "0", "server_sidecar": "0", "app": "0"}
+    exp = spec.parse({**BASE, "pinning": flat}, "x.yml")
+    assert exp.pinning_for("same-node").model_dump() == flat
+    assert exp.pinning_for("cross-node").server_sidecar == "1"
+    per = spec.parse({**BASE, "pinning": {"cross-node": {"k6": "1"}}}, "x.yml")
+    assert per.pinning_for("cross-node").k6 == "1"
+    assert per.pinning_for("same-node").k6 == "0"
 
 
 @pytest.mark.parametrize(
@@ -64,6 +87,13 @@ def test_smoke_is_short_and_has_two_rounds():
          "x.yml: load_points[0].mode: unknown key"),
         ({"gates": {"steal_mean_percent": -1}},
          "x.yml: gates.steal_mean_percent: Input should be greater than or equal to 0"),
+        ({"placement": ["same-host"]},
+         "x.yml: placement[0]: Input should be 'same-node' or 'cross-node'"),
+        ({"placement": ["cross-node", "cross-node"]},
+         "x.yml: placement: lists cross-node twice"),
+        ({"placement": []}, "x.yml: placement: List should have at least 1 item"),
+        ({"pinning": {"cross_node": {"k6": "0"}}},
+         "x.yml: pinning.cross_node.[key]: Input should be 'same-node' or 'cross-node'"),
     ],
 )  # fmt: skip
 def test_bad_definitions_name_the_field(patch, expected):

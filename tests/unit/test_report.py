@@ -43,6 +43,7 @@ def test_derived_holds_every_artefact(full_run: Path) -> None:
     assert figures == [
         "cdf",
         "cpu",
+        "effects",
         "flood_sweep",
         "forest",
         "latency_boxes",
@@ -54,7 +55,7 @@ def test_derived_holds_every_artefact(full_run: Path) -> None:
 def test_report_html_is_self_contained_with_every_figure_embedded(full_run: Path) -> None:
     html = (full_run / "derived" / "report.html").read_text()
     images = _images(html)
-    assert len(images) == 7 and all(img.startswith(PNG_MAGIC) for img in images)
+    assert len(images) == 8 and all(img.startswith(PNG_MAGIC) for img in images)
     assert html.count("<img") == len(images)
     assert not re.search(r"""(src|href)=['"]?(https?:)?//""", html), "external resource"
     assert "<table id='verdicts'>" in html and "Against the thesis" in html
@@ -101,6 +102,39 @@ def test_stats_json_is_deterministic_across_rebuilds(full_run: Path) -> None:
     assert p50["metric"] == "latency_p50" and p50["family"] == "primary"
     assert p50["holm_family_size"] == 3 and 0.95 <= p50["ci95_confidence"] < 0.99
     assert p50["ci95_percent"][0] < p50["estimate_percent"] < p50["ci95_percent"][1] < 0
+
+
+def test_each_placement_is_its_own_comparison_and_the_thesis_row_says_same_node(
+    tmp_path: Path,
+) -> None:
+    """Placements are blocks: each gets its own paired comparison, titled with it, and the
+    effects figure; the thesis' row names the placement the thesis measured (its own text)."""
+    spec = SyntheticSpec(
+        seed=5,
+        rounds=8,
+        floods=("50x500",),
+        placements=("cross-node", "same-node"),
+        placement_effects={"same-node": {"ebpf": -0.20}, "cross-node": {"ebpf": -0.03}},
+    )
+    run_dir = write_run(tmp_path, spec)
+    build(run_dir)
+    doc = json.loads((run_dir / "derived" / "stats.json").read_text())
+    by_placement = {c["placement"]: c for c in doc["comparisons"]}
+    assert set(by_placement) == {"cross-node", "same-node"}
+    p50 = {
+        p: next(m for m in c["metrics"] if m["metric"] == "latency_p50")
+        for p, c in by_placement.items()
+    }
+    assert -25 < p50["same-node"]["estimate_percent"] < -15
+    assert -12 < p50["cross-node"]["estimate_percent"] < 3
+    # the same-node effect's interval excludes the cross-node estimate: two different answers
+    assert p50["same-node"]["ci95_percent"][1] < p50["cross-node"]["estimate_percent"]
+    html = (run_dir / "derived" / "report.html").read_text()
+    assert "ebpf vs iptables · 1000rps · flood 50x500 · same-node" in html
+    assert "ebpf vs iptables · 1000rps · flood 50x500 · cross-node" in html
+    assert "Effect per placement and flood size" in html
+    assert "all published runs · same-node" in html
+    assert (run_dir / "derived" / "figures" / "effects.png").stat().st_size > 0
 
 
 def test_three_arms_compare_each_with_the_baseline(tmp_path: Path) -> None:

@@ -138,6 +138,15 @@ def test_schedule_lag_measures_a_stall_and_its_catch_up_burst() -> None:
 # ---- judged trials: the gates reject what does not add up ----------------------------------
 
 
+CALM_SETTLE = {
+    "seconds": 1.0,
+    "cpu_busy_percent": 2.0,
+    "rules_stable": True,
+    "rules": 90,
+    "timed_out": False,
+}
+
+
 def _judged(tmp_path: Path, **doctor: Any) -> dict[str, Any]:
     """A local-testbed trial judged from synthetic raw files with the default gates (smoke.yml's
     are loose on purpose); `doctor` changes the evidence."""
@@ -153,13 +162,7 @@ def _judged(tmp_path: Path, **doctor: Any) -> dict[str, Any]:
         started_at=store.now_iso(),
         ended_at=store.now_iso(),
         planned_start=tf.T0 + lp.warmup_s,
-        settle={
-            "seconds": 1.0,
-            "cpu_busy_percent": 2.0,
-            "rules_stable": True,
-            "rules": 90,
-            "timed_out": False,
-        },
+        settle=doctor.pop("settle", CALM_SETTLE),
         stat_rows=doctor.pop("stat_rows", tf.proc_stat_rows("host", seconds)),  # 4 CPUs, 20 % busy
         cgroup_rows=tf.cgroup_rows("host", tf.COMPONENTS, seconds, per_s=per_s),
         rc=0,
@@ -182,6 +185,17 @@ def test_a_calm_trial_passes_every_gate(tmp_path: Path) -> None:
     assert doc["gates"]["components_over_node_percent"]["value"] == pytest.approx(-50.0, abs=0.1)
     assert doc["cpu"]["node_total"]["cpu_seconds"] == pytest.approx(0.8 * 5.995, abs=0.01)
     assert doc["load_generator"]["schedule_lag"]["max_ms"] < 0.01
+
+
+def test_a_node_that_never_settled_rejects_the_trial(tmp_path: Path) -> None:
+    settle = {"seconds": 30.2, "cpu_busy_percent": 61.0, "rules_stable": True, "rules": 90,
+              "timed_out": True}  # fmt: skip
+    doc = _judged(tmp_path, settle=settle)
+    assert doc["status"] == "rejected"
+    assert (
+        "settle timed out after 30.2 s (rules stable: True, busiest CPU 61.0 %, limit 25 %)"
+        in (doc["rejection_reasons"])
+    )
 
 
 def test_a_stalled_load_generator_rejects_the_trial(tmp_path: Path) -> None:
