@@ -131,7 +131,7 @@ def render_summary(outputs: Mapping[str, Any], generated_key: bool) -> list[Any]
         "[bold]ansible inventory[/] (what inventory/ yields for this stack):",
         inventory,
         f"bastion: ssh {login}   ({key_note})",
-        "next: ansible-playbook experiment.yml   (or: meshlab run experiments/default.yml)",
+        "next: ansible-playbook experiment.yml   (or: meshlab run experiments/cloud.yml)",
     ]
 
 

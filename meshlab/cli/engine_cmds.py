@@ -120,7 +120,7 @@ def finish(run_dir: Path, interrupted: Annotated[bool, typer.Option()] = False) 
 @app.command()
 def preflight(
     spec: Annotated[Path, typer.Option(help="the experiment definition")] = Path(
-        "experiments/default.yml"
+        "experiments/cloud.yml"
     ),
     resume: Annotated[str, typer.Option(help="a run directory: check its experiment")] = "",
     images_json: Annotated[str, typer.Option(help="{key: {image, tag, pinned, resolved}}")] = "",

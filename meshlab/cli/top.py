@@ -61,7 +61,7 @@ def compare(
 def preflight(
     experiment: Annotated[
         Path, typer.Argument(help="the experiment definition the cloud run will use")
-    ] = Path("experiments/default.yml"),
+    ] = Path("experiments/cloud.yml"),
     resume: Annotated[Path | None, typer.Option(help="check this run's experiment")] = None,
 ) -> None:
     """Check the cloud lab before installing anything: VMs reachable, image digests resolvable,

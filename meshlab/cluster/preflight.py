@@ -1,6 +1,6 @@
 """The cloud run's preflight: refuse in the first minute what would fail after the install.
 
-    meshlab engine preflight --spec experiments/default.yml \\
+    meshlab engine preflight --spec experiments/cloud.yml \\
         [--resume RUN_DIR] [--images-json JSON] \\
         [--nodes-json JSON --manifests DIR [--kubelet-minor 35]]
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from meshlab.core.arms import Dataplane
 from meshlab.core.flood import Flood
 from meshlab.core.placement import Placement
 from meshlab.errors import MeshlabError
-from meshlab.record.spec import Experiment, FloodSize, LoadPoint, error_message, field_path
+from meshlab.record.spec import Experiment, FloodSize, LoadPoint, validate_named
 
 SCHEMA_VERSION = 2
 # Schema 1 runs (before the precise CPU figures and the measured window) are read through
@@ -314,22 +314,8 @@ def _read(path: Path) -> dict[str, Any]:
     return doc
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def _validate(model: type[M], path: Path, doc: dict[str, Any]) -> M:
-    try:
-        return model.model_validate(doc)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise MeshlabError(
-            f"{path}: {field_path(first['loc'])}: {error_message(first)}{more}"
-        ) from None
-
-
 def read_manifest(path: Path) -> Manifest:
-    return _validate(Manifest, path, _read(path))
+    return validate_named(Manifest, _read(path), str(path))
 
 
 def read_trial(path: Path) -> TrialRecord:
@@ -338,7 +324,7 @@ def read_trial(path: Path) -> TrialRecord:
         from meshlab.record.upgrade import trial_from_v1  # re-derives from the raw files
 
         doc = trial_from_v1(path, doc)
-    return _validate(TrialRecord, path, doc)
+    return validate_named(TrialRecord, doc, str(path))
 
 
 def dump(record: BaseModel) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -266,18 +266,27 @@ def error_message(err: dict[str, Any]) -> str:
     return str(err["msg"]).removeprefix("Value error, ")
 
 
-def parse(data: Any, source: str) -> Experiment:
-    """Validate already-loaded data; `source` names it in errors."""
-    if not isinstance(data, dict):
-        raise MeshlabError(f"{source}: expected a mapping of experiment fields at the top level")
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_named(model: type[M], data: Any, source: str) -> M:
+    """`model` from `data`, or one MeshlabError naming the source, the first bad field and
+    how many more there are (every file this package reads is validated this way)."""
     try:
-        return Experiment.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise MeshlabError(
             f"{source}: {field_path(first['loc'])}: {error_message(first)}{more}"
         ) from None
+
+
+def parse(data: Any, source: str) -> Experiment:
+    """Validate already-loaded data; `source` names it in errors."""
+    if not isinstance(data, dict):
+        raise MeshlabError(f"{source}: expected a mapping of experiment fields at the top level")
+    return validate_named(Experiment, data, source)
 
 
 def load(path: Path | str) -> Experiment:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 import testinfra
+from devlab import wait_for
 
 from meshlab.testbed import commands
 from meshlab.testbed import state as tb_state
@@ -82,19 +82,10 @@ class Testbed:
         return total
 
 
-def _wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
-
-
 @pytest.fixture
 def wait_until() -> Callable[..., bool]:
     """Poll a predicate until it holds or the timeout passes."""
-    return _wait_until
+    return lambda predicate, timeout=10.0: wait_for(predicate, timeout, every=0.2)
 
 
 def meshlab_cli(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
