@@ -138,7 +138,7 @@ def test_duet_keeps_working_across_nodes(cross_node):
         assert doc["pods"]["server2"]["node"] == "meshlab-node2"
         assert doc["pods"]["client2"]["node"] == "meshlab-node"
         for pair, client in ((1, "client"), (2, "client2")):
-            url = "http://198.19.0.%d/get" % pair
+            url = f"http://198.19.0.{pair}/get"
             assert tb.curl(client, url)[0] == "200", client
     finally:
         commands.up(placement="cross-node")  # one pair again (testbed.yml tears a duet down)

@@ -59,15 +59,23 @@ def _plan(tmp_path: Path, experiment: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_cloud_inventory_plans_for_the_k8s_testbed(tmp_path: Path) -> None:
-    proc = _plan(tmp_path, "experiments/smoke.yml")
+    proc = _plan(tmp_path, "experiments/cloud.yml")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    (manifest_path,) = tmp_path.glob("smoke/*/manifest.json")
+    (manifest_path,) = tmp_path.glob("cloud/*/manifest.json")
     manifest = json.loads(manifest_path.read_text())
     assert manifest["host"]["testbed"] == "k8s"
     assert manifest["inventory"]["groups"]["loadtest"] == ["lt1"]
     assert manifest["inventory"]["groups"]["kube_control_plane"] == ["cp1"]
     assert manifest["versions"]["k6"] == "1.1.0"
     assert manifest["versions"]["envoy"].startswith("istio-proxy ")
+
+
+def test_a_cloud_inventory_refuses_two_placements_in_one_run(tmp_path: Path) -> None:
+    proc = _plan(tmp_path, "experiments/smoke.yml")  # smoke runs cross-node and same-node
+    assert proc.returncode != 0
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert "smoke.yml: placement: the cloud testbed runs one placement per run" in said
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_cloud_inventory_refuses_a_duet_experiment_naming_the_field(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from meshlab.record import spec, store
 from meshlab.record.format import PlanEntry
 
 REPO = Path(__file__).resolve().parents[2]
-SMOKE = REPO / "experiments" / "smoke.yml"
+SMOKE = REPO / "experiments" / "cloud.yml"  # the cloud testbed runs one placement per run
 GIB = 1 << 30  # the k6 container's memory limit (roles/workload: workload_k6_memory)
 # The cloud's default shape: k6 and the client sidecar on the load-test node, nginx and the
 # server sidecar on the worker, the control plane runs neither.
@@ -199,16 +199,17 @@ def test_prepare_writes_load_js_and_says_how_to_run_k6(tmp_path: Path) -> None:
     assert prep["trial_id"] == f"001-{plan[1].arm}-r01"
     assert Path(prep["dir"]) == (run_dir / "trials" / prep["trial_id"]).resolve()
     script = Path(prep["load_js"]).read_text()
-    assert '"http://10.96.0.20:80/get"' in script and '"rate": 200' in script
+    assert '"http://10.96.0.20:80/get"' in script and '"rate": 1000' in script
     assert prep["merbridge_state"] == {"iptables": "absent", "ebpf": "present"}[plan[1].arm]
-    assert prep["flood"] == {"label": "off", "pods": 0, "services": 0}
+    assert prep["flood"] == {"label": "50x500", "pods": 50, "services": 500}
     assert prep["k6_args"][:2] == ["run", "--quiet"]
     assert "csv=k6-raw.csv.gz" in prep["k6_args"] and prep["k6_args"][-1] == "load.js"
     env = dict(e.split("=", 1) for e in prep["k6_env"])
     assert env["K6_CSV_TIME_FORMAT"] == "unix_micro" and env["GOGC"] == "off"
     assert env["K6_CSV_SAVE_INTERVAL"] == f"{prep['time_limit_s']}s"  # one flush, at the end
-    assert env["GOMEMLIMIT"] == "512MiB"  # 200 req/s x 8 s needs little; under 75 % of 1 GiB
-    assert prep["time_limit_s"] == 2 + 6 + 60
+    # 1000 req/s x 20 s x 40 kB = 800 MB: just under 75 % of the 1 GiB container (768 MiB)
+    assert env["GOMEMLIMIT"] == "762MiB"
+    assert prep["time_limit_s"] == 5 + 15 + 60  # warm-up + measured + grace
     assert not (Path(prep["dir"]) / "trial.json").exists()  # not finished: resume reruns it
 
 
