@@ -31,9 +31,12 @@ def test_shipped_experiments_validate():
 
 def test_default_fits_ten_minutes_and_gives_a_ci():
     exp = spec.load(next(p for p in EXPERIMENTS if p.stem == "default"))
-    trials = len(exp.arms) * exp.rounds * len(exp.load_points) * len(exp.flood_sizes)
+    blocks = len(exp.load_points) * len(exp.flood_sizes) * len(exp.placement)
+    trials = len(exp.arms) * exp.rounds * blocks
     per_trial = sum(lp.duration_s + lp.warmup_s for lp in exp.load_points) / len(exp.load_points)
     assert exp.rounds >= 6  # the analysis shows no CI below 6 rounds
+    assert exp.placement == ["same-node"]  # the thesis' layout (experiments/README.md)
+    assert exp.analysis.primary == ["latency_p50", "cpu_node_total", "cpu_sidecars"]
     assert trials * (per_trial + 10) <= 600  # ~10 s of set-up, settle and judging per trial
     assert list(exp.arms) == ["iptables", "ebpf"] and [str(f) for f in exp.flood_sizes] == [
         "50x500"
