@@ -1,6 +1,6 @@
 """The placement factor outside the testbed: the engine names each step's placement, a trial
 refuses a testbed in the other one, pinning follows the placement, and the testbed state names
-both nodes (the root tests in tests/testbed/test_placement.py drive the real thing)."""
+both nodes (the root tests in tests/testbed/test_two_nodes.py drive the real thing)."""
 
 from __future__ import annotations
 
