@@ -9,11 +9,13 @@ import shutil
 import subprocess
 from html import unescape
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from meshlab.analysis.report import build
 from meshlab.analysis.synthetic import SyntheticSpec, write_run
+from meshlab.record.spec import Metric
 
 pytestmark = pytest.mark.browser
 
@@ -85,11 +87,13 @@ def test_every_figure_decodes_and_the_verdict_table_renders(report: Path, tmp_pa
     assert found, f"probe did not run; stderr: {proc.stderr[-2000:]}"
     probe = json.loads(unescape(found.group(1)))
     figures = sorted(p.stem for p in (report.parent / "figures").glob("*.png"))
-    assert len(probe["imgs"]) == len(figures) == 7
+    assert len(probe["imgs"]) == len(figures) == 8  # effects per placement and flood included
+    assert "effects" in figures
     broken = [i["alt"] for i in probe["imgs"] if not i["ok"]]
     assert not broken, f"broken images: {broken}"
     assert all(i["w"] >= 800 and i["h"] >= 200 for i in probe["imgs"])
-    assert probe["visible"] and probe["rows"] == 2 * 10  # 2 floods x 10 metrics
+    metrics = len(get_args(Metric))  # every metric gets a row, primary or exploratory
+    assert probe["visible"] and probe["rows"] == 2 * metrics  # 2 floods x every metric
 
 
 def test_full_page_screenshot(report: Path, tmp_path: Path) -> None:
