@@ -84,3 +84,34 @@ def test_a_cloud_inventory_refuses_a_duet_experiment_naming_the_field(tmp_path: 
     said = " ".join((proc.stdout + proc.stderr).split())  # the callback wraps long lines
     assert "aa-duet.yml: design: duet is not supported on the cloud testbed" in said
     assert not list(tmp_path.iterdir())  # nothing planned
+
+
+# Variables that hold a path inside the checkout, which may be cloned anywhere (a path with a
+# space, a 0700 home): a command given as one string splits them at the space.
+CHECKOUT_PATHS = ("ansible_playbook_python", "playbook_dir", "role_path", "inventory_dir")
+
+
+def _tasks(node: object):
+    if isinstance(node, list):
+        for item in node:
+            yield from _tasks(item)
+    elif isinstance(node, dict):
+        yield node
+        for key in ("tasks", "block", "rescue", "always", "pre_tasks", "post_tasks", "handlers"):
+            yield from _tasks(node.get(key))
+
+
+def test_no_command_splits_a_checkout_path_at_a_space() -> None:
+    import yaml
+
+    files = [*REPO.glob("roles/*/tasks/*.yml"), *REPO.glob("playbooks/**/*.yml")]
+    files.append(REPO / "experiment.yml")
+    split = []
+    for path in files:
+        for task in _tasks(yaml.safe_load(path.read_text())):
+            for module in ("ansible.builtin.command", "ansible.builtin.shell", "command", "shell"):
+                line = task.get(module)
+                if isinstance(line, str) and any(v in line for v in CHECKOUT_PATHS):
+                    split.append(f"{path.relative_to(REPO)}: {task.get('name')}")
+    assert len(files) > 40
+    assert not split, f"give these commands as argv: {split}"
