@@ -198,12 +198,13 @@ def test_duet_run_measures_both_pairs_at_the_same_moment(tmp_path):
     assert _check_complete(run_dir)["status"] == "complete"
     trials = [json.loads(p.read_text()) for p in run_dir.glob("trials/*/trial.json")]
     by_step: dict[tuple, list[dict]] = {}
-    for t in trials:
-        by_step.setdefault((t["round"], t["attempt"]), []).append(t)
+    for t in trials:  # smoke's rounds run once per placement
+        by_step.setdefault((t["placement"], t["round"], t["attempt"]), []).append(t)
+    assert {step[0] for step in by_step} == {"same-node", "cross-node"}
     for step, pair in by_step.items():
-        assert len(pair) == 2, f"round {step[0]}: its two trials did not run together"
+        assert len(pair) == 2, f"{step}: its two trials did not run together"
         starts = [t["window"]["start"] for t in pair]
-        assert max(starts) - min(starts) < 0.5, f"round {step[0]}: windows {starts} apart"
+        assert max(starts) - min(starts) < 0.5, f"{step}: windows {starts} apart"
         assert {t["pair"] for t in pair} == {1, 2}
         assert {t["arm"] for t in pair} == set(spec["arms"])
         assert pair[0]["pinning"]["k6"] != pair[1]["pinning"]["k6"]

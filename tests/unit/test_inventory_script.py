@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -45,7 +46,7 @@ def fake_pulumi(env: dict[str, str], body: str) -> Path:
     """Put a `pulumi` on PATH that logs its argv and cwd, then runs `body` (sh)."""
     log = Path(env["HOME"]) / "pulumi.log"
     exe = Path(env["PATH"].split(os.pathsep)[0]) / "pulumi"
-    exe.write_text(f'#!/bin/sh\necho "$(pwd) $*" >> {log}\n{body}\n')
+    exe.write_text(f'#!/bin/sh\necho "$(pwd) $*" >> {shlex.quote(str(log))}\n{body}\n')
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
     return log
 
@@ -143,7 +144,7 @@ def test_the_fixture_is_what_the_program_exports() -> None:
 
 
 def test_forcing_local_ignores_any_stack(sandbox: dict[str, str]) -> None:
-    log = fake_pulumi(sandbox, f"{CAT} {FIXTURE}")
+    log = fake_pulumi(sandbox, f"{CAT} {shlex.quote(str(FIXTURE))}")
     env = {**sandbox, "MESHLAB_INVENTORY": "local", "MESHLAB_STACK_OUTPUTS_FILE": str(FIXTURE)}
     inventory = listing(env)
     assert_local(inventory)
@@ -165,7 +166,7 @@ def test_unknown_mode_is_refused(sandbox: dict[str, str]) -> None:
 
 
 def test_the_pulumi_cli_is_asked_for_the_named_stack(sandbox: dict[str, str]) -> None:
-    log = fake_pulumi(sandbox, f"{CAT} {FIXTURE}")
+    log = fake_pulumi(sandbox, f"{CAT} {shlex.quote(str(FIXTURE))}")
     inventory = listing({**sandbox, "MESHLAB_STACK": "dev"})
     assert inventory["all"]["vars"]["meshlab_inventory_source"] == "stack: dev"
     assert inventory["monitoring"] == {"hosts": [BASTION]}
@@ -175,9 +176,9 @@ def test_the_pulumi_cli_is_asked_for_the_named_stack(sandbox: dict[str, str]) ->
 
 
 def test_the_selected_stack_is_used_without_meshlab_stack(sandbox: dict[str, str]) -> None:
-    log = fake_pulumi(sandbox, f"{CAT} {FIXTURE}")
+    log = fake_pulumi(sandbox, f"{CAT} {shlex.quote(str(FIXTURE))}")
     assert listing(sandbox)["all"]["vars"]["meshlab_inventory_source"] == "stack: selected"
-    assert log.read_text().split()[1:] == [
+    assert log.read_text().removeprefix(f"{REPO_ROOT} ").split() == [
         "stack",
         "output",
         "--json",
@@ -190,7 +191,7 @@ def test_the_installers_pulumi_in_home_is_found(sandbox: dict[str, str]) -> None
     bin_dir = Path(sandbox["HOME"], ".pulumi", "bin")
     bin_dir.mkdir(parents=True)
     exe = bin_dir / "pulumi"
-    exe.write_text(f"#!/bin/sh\n{CAT} {FIXTURE}\n")
+    exe.write_text(f"#!/bin/sh\n{CAT} {shlex.quote(str(FIXTURE))}\n")
     exe.chmod(0o755)
     assert listing(sandbox)["all"]["vars"]["meshlab_testbed_kind"] == "k8s"
 
