@@ -5,7 +5,7 @@ shorten the app <-> sidecar hops, and every packet still crosses both nodes' net
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 Placement = Literal["same-node", "cross-node"]
-PLACEMENTS: tuple[str, ...] = ("same-node", "cross-node")
+PLACEMENTS: tuple[str, ...] = get_args(Placement)

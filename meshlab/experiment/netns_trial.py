@@ -156,9 +156,9 @@ class _Trial:
 
 def _prepare(run_dir: Path, exp: Experiment, tb: dict[str, Any], plan: list[PlanEntry],
              entry: PlanEntry, lp: LoadPoint) -> _Trial:  # fmt: skip
+    _check_placement(tb, entry)  # before the trial's directory exists
     slot = open_trial(run_dir, plan, entry)
     write_load_script(slot, lp, with_path(tb_state.server_url(tb, entry.pair), lp.path))
-    _check_placement(tb, entry)
     trial = _Trial(slot, _components(tb, entry.pair), _cpus(exp, tb, entry))
     pin_running(trial.components, trial.cpus)
     return trial
