@@ -343,6 +343,8 @@ def finish(run_dir: Path, interrupted: bool = False) -> dict[str, Any]:
         manifest.status = "complete"
     manifest.finished_at = store.now_iso()
     store.save_manifest(run_dir, manifest)
+    if manifest.testbed == "netns":
+        lease.release_playbook_run()  # a playbook run without the CLI gives the testbed back
     rejected = _rejected(done)
     return {
         "run_dir": str(run_dir),

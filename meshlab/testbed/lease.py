@@ -6,6 +6,8 @@ load; now the second is refused at once, naming the first.
 The lease is a JSON record beside the testbed (it outlives `testbed down`) written under an
 flock. A holder is a process (pid + its start time, so a recycled pid is not mistaken for it):
 - its descendants share the lease (the playbook meshlab run starts, the trial step it runs);
+- a playbook run without the CLI is held by its main ansible-playbook process (run_holder),
+  never by the per-task worker a step runs under, and is released when the run closes;
 - a holder that died (kill -9 included) leaves a stale lease that the next taker overwrites;
 - read-only commands (status, report, compare) never take it.
 """
@@ -143,16 +145,62 @@ def holding(what: str, path: Path = LEASE) -> Iterator[Holder]:
             release(h, path)
 
 
+@dataclass(frozen=True)
+class Proc:
+    """One process of a chain of ancestors, as /proc shows it."""
+
+    pid: int
+    comm: str  # /proc/PID/comm (the kernel cuts it to 15 characters)
+    argv: tuple[str, ...]
+
+
+def _proc(pid: int) -> Proc | None:
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return Proc(pid, comm, tuple(a.decode(errors="replace") for a in raw.split(b"\0") if a))
+
+
+def is_playbook(p: Proc) -> bool:
+    """ansible-playbook itself (`ansible-playbook ...` or `python .../ansible-playbook ...`)."""
+    return p.comm.startswith("ansible-playboo") or any(
+        Path(a).name == "ansible-playbook" for a in p.argv[:2]
+    )
+
+
+def run_holder(chain: list[Proc]) -> int:
+    """Which process of `chain` (a step, its parent, ... up to init) holds the lease for the
+    playbook run the step belongs to: the one that lives as long as the run.
+
+    That is the main ansible-playbook process, the outermost of the ansible-playbook
+    processes right above the step: Ansible runs each task in a worker it forks from the main
+    process, and a worker carries the main process' command line but lives for one task
+    only (issue 18: the lease named the planning task's worker, gone by the next task).
+    ansible-runner used directly runs ansible-playbook as its child, so the same rule holds.
+    Without a playbook above the step, its parent holds it."""
+    below_first = next((i for i, p in enumerate(chain[1:], 1) if is_playbook(p)), None)
+    if below_first is None:
+        return chain[1].pid if len(chain) > 1 else chain[0].pid
+    top = below_first
+    while top + 1 < len(chain) and is_playbook(chain[top + 1]):
+        top += 1
+    return chain[top].pid
+
+
 def playbook_ancestor(pid: int | None = None) -> int:
-    """The ansible-playbook process above `pid` (the holder when a playbook is run without the
-    CLI), else the parent."""
-    chain = ancestors(pid or os.getpid())
-    for p in chain[1:]:
-        try:
-            comm = Path(f"/proc/{p}/comm").read_text().strip()
-            cmdline = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if comm.startswith("ansible-playboo") or any(b"ansible-playbook" in a for a in cmdline[:2]):
-            return p
-    return chain[1] if len(chain) > 1 else chain[0]
+    """The main ansible-playbook process above `pid` (the holder when a playbook is run
+    without the CLI), else the parent."""
+    chain = [p for p in (_proc(q) for q in ancestors(pid or os.getpid())) if p is not None]
+    return run_holder(chain)
+
+
+def release_playbook_run(pid: int | None = None, path: Path = LEASE) -> bool:
+    """At the end of a playbook run without the CLI: give the testbed back (a `meshlab run`
+    holder keeps it until the CLI exits). True when released."""
+    held = current(path)
+    if held is None or held.pid != playbook_ancestor(pid):
+        return False
+    release(held, path)
+    return True
