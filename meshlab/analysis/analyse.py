@@ -147,10 +147,8 @@ class Analysis:
 
     @property
     def environment_unfit(self) -> bool:
-        return (
-            self.run.status == "environment-unfit"
-            or self.gates.rejection_share > self.run.max_rejected_share
-        )
+        """The run ended because its noise budget was spent (docs/methodology.md)."""
+        return self.run.status == "environment-unfit"
 
     def to_dict(self) -> dict[str, Any]:
         run = self.run

@@ -16,8 +16,9 @@ import numpy as np
 from meshlab.analysis.run import Run
 from meshlab.errors import MeshlabError
 from meshlab.k6.results import read_latencies_ms
+from meshlab.record.rundir import TrialDir
 
-RAW = "k6-raw.csv.gz"
+RAW = TrialDir.K6_RAW
 _PARALLEL_FROM = 4  # below this many files a pool costs more than it saves
 
 
@@ -30,8 +31,8 @@ def _read(path: Path) -> np.ndarray | str:
 
 def pool_latencies(run: Run, workers: int | None = None) -> tuple[dict, list[str]]:
     """({(arm, cell): latencies}, notes). Cells where no trial has raw output are absent."""
-    trials = [t for t in run.valid_trials() if (t.dir / RAW).is_file()]
-    paths = [t.dir / RAW for t in trials]
+    trials = [t for t in run.valid_trials() if t.dir.file(RAW).is_file()]
+    paths = [t.dir.file(RAW) for t in trials]
     workers = workers or min(4, os.cpu_count() or 1)
     if len(paths) >= _PARALLEL_FROM and workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as ex:

@@ -106,10 +106,13 @@ def _notices(a: Analysis, notes: list[str]) -> list[Notice]:
             Notice(
                 "bad",
                 "Environment unfit.",
-                f"{a.gates.rejected} trials were rejected by the noise gates, "
-                f"{100 * a.gates.rejection_share:.0f} % of the {a.gates.planned} planned "
-                f"(limit {100 * run.max_rejected_share:.0f} %): treat every number below as "
-                "suspect.",
+                (
+                    f"The run ended {run.manifest.outcome}."
+                    if run.manifest.outcome
+                    else "The run spent its noise budget before its plan was done."
+                )
+                + f" {a.gates.rejected} trials were rejected by the noise gates: treat every "
+                "number below as suspect.",
             )
         )
     if _is_aa(a):

@@ -71,4 +71,4 @@ def render_figures(
 
 
 def _timelines(run: Run) -> dict:
-    return {t.trial_id: read_proc_stat(t.dir / "proc-stat.jsonl") for t in run.trials}
+    return {t.trial_id: read_proc_stat(t.dir.file(t.dir.PROC_STAT)) for t in run.trials}

@@ -11,7 +11,7 @@ from meshlab.analysis.analyse import PRIMARY, analyse
 from meshlab.analysis.fmt import pct
 from meshlab.analysis.run import Run, load_run
 from meshlab.errors import MeshlabError
-from meshlab.record import store
+from meshlab.record.rundir import RunDir
 
 MAX_SIBLINGS = 12  # the most recent complete runs beside this one
 
@@ -43,7 +43,7 @@ def siblings(run: Run) -> list[Sibling]:
         if len(found) > MAX_SIBLINGS:
             break
         try:
-            manifest = store.load_manifest(path)
+            manifest = RunDir(path).load_manifest()
             if manifest.spec_hash != run.spec_hash or manifest.status != "complete":
                 continue
             other = load_run(path)

@@ -16,8 +16,8 @@ from typing import Any
 from meshlab.core.flood import parse_flood
 from meshlab.core.placement import PLACEMENTS
 from meshlab.errors import MeshlabError
-from meshlab.record import store
 from meshlab.record.format import CPU_FIGURES, NODE, Manifest, PlanEntry, TrialRecord
+from meshlab.record.rundir import RunDir, TrialDir
 
 COMPLETE = "complete"
 Cell = tuple[str, str, str]  # (load point, flood, placement): one block of the plan
@@ -35,7 +35,7 @@ CPU_COMPONENTS = CPU_FIGURES
 class Trial:
     """One trial.json, flattened to what the analysis uses."""
 
-    dir: Path
+    dir: TrialDir
     trial_id: str
     plan_index: int | None
     round: int
@@ -84,7 +84,7 @@ class Trial:
         return sum(float(f.get("cpu_seconds") or 0) for n, f in self.cpu.items() if n != NODE)
 
     @classmethod
-    def of(cls, tdir: Path, r: TrialRecord) -> Trial:
+    def of(cls, tdir: TrialDir, r: TrialRecord) -> Trial:
         return cls(
             dir=tdir,
             trial_id=r.trial_id,
@@ -133,7 +133,6 @@ class Run:
     arms: list[str]
     margin_percent: float
     primary: list[str]
-    max_rejected_share: float
     plan: list[PlanEntry]
     trials: list[Trial]
     in_progress: list[str] = field(default_factory=list)
@@ -189,15 +188,24 @@ class Run:
 
 def load_run(run_dir: Path | str) -> Run:
     """Read and validate RUN_DIR; raise MeshlabError naming the path and the problem."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise MeshlabError(f"{run_dir}: not a directory (expected a run directory under results/)")
-    manifest = store.load_manifest(run_dir)
-    records = [(d, store.read_trial(d)) for d in store.finished_dirs(run_dir)]
-    in_progress = [d.name for d in store.unfinished_dirs(run_dir)]
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise MeshlabError(f"{run.path}: not a directory (expected a run directory under results/)")
+    manifest = run.load_manifest()
+    return run_of(run, manifest, list(run.records()), [d.id for d in run.unfinished()])
+
+
+def run_of(
+    run_dir: RunDir,
+    manifest: Manifest,
+    records: list[tuple[TrialDir, TrialRecord]],
+    in_progress: list[str] | None = None,
+) -> Run:
+    """The analysis' view of a run whose records are already read (the engine keeps them in
+    memory across its steps, so no trial.json is read twice)."""
     if not records:
         raise MeshlabError(
-            f"{run_dir}: no finished trials yet (status {manifest.status}, "
+            f"{run_dir.path}: no finished trials yet (status {manifest.status}, "
             f"{len(manifest.plan)} planned) — nothing to report"
         )
     trials = [Trial.of(d, r) for d, r in records]
@@ -206,10 +214,11 @@ def load_run(run_dir: Path | str) -> Run:
     unknown = sorted({t.arm for t in trials} - set(arms))
     if unknown:
         raise MeshlabError(
-            f"{run_dir}: trials of arm(s) {', '.join(unknown)} that the experiment does not declare"
+            f"{run_dir.path}: trials of arm(s) {', '.join(unknown)} that the experiment does "
+            "not declare"
         )
     run = Run(
-        path=run_dir,
+        path=run_dir.path,
         manifest=manifest,
         experiment=exp.canonical(),
         status=manifest.status,
@@ -218,10 +227,9 @@ def load_run(run_dir: Path | str) -> Run:
         arms=arms,
         margin_percent=exp.analysis.equivalence_margin_percent,
         primary=list(exp.analysis.primary),
-        max_rejected_share=exp.gates.max_rejected_share,
         plan=manifest.plan,
         trials=sorted(trials, key=lambda t: (t.started_at or 0.0, t.plan_index or 0)),
-        in_progress=in_progress,
+        in_progress=in_progress or [],
     )
     recorded = {t.plan_index for t in trials}
     run.missing_planned = [e for e in manifest.plan if e.index not in recorded]

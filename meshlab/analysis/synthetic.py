@@ -27,7 +27,6 @@ from meshlab.core import atomic
 from meshlab.core.flood import parse_flood
 from meshlab.core.procstat import FIELDS as PROC_STAT_FIELDS
 from meshlab.k6.results import summarize
-from meshlab.record import store
 from meshlab.record.format import (
     COMPONENTS,
     CpuAccount,
@@ -47,6 +46,7 @@ from meshlab.record.format import (
     TrialRecord,
     Window,
 )
+from meshlab.record.rundir import RunDir, TrialDir
 from meshlab.record.spec import Experiment
 
 T0 = 1_795_600_000.0  # 2026-11-25, fixed so runs are byte-identical for a seed
@@ -113,6 +113,7 @@ class SyntheticSpec:
     stop_after: int | None = None  # record only the first k executed trials
     in_progress: bool = False  # leave one trial directory without trial.json
     status: str = "complete"
+    outcome: str | None = None  # manifest.outcome: the answer, or why the run was unfit
     design: str = "rmit"
     margin_percent: float = 2.0
     experiment_id: str = "synthetic"
@@ -173,7 +174,6 @@ def experiment_for(spec: SyntheticSpec) -> Experiment:
                 "steal_max_percent": 5.0,
                 "rate_tolerance_percent": 1.0,
                 "max_requeues": 2,
-                "max_rejected_share": 0.2,
                 "settle_cpu_busy_percent": 25.0,
                 "settle_timeout_s": 30.0,
             },
@@ -258,6 +258,7 @@ class _Writer:
             seed=spec.seed,
             plan=plan,
             status=spec.status,
+            outcome=spec.outcome,
             started_at=_iso(T0),
             finished_at=_iso(self.clock) if spec.status == "complete" else None,
             git=Git(sha="0000000", dirty=False),
@@ -274,14 +275,14 @@ class _Writer:
                 "cpu_model": "synthetic",
                 "cores": 2,
                 "hostname": "synthetic",
-                "testbed": "netns",
+                "testbed": "local",
             },
             inventory={"hosts": ["localhost"]},
             pinning={
                 p: self.experiment.pinning_for(p).model_dump() for p in self.experiment.placement
             },
         )
-        store.save_manifest(self.run_dir, manifest)
+        RunDir(self.run_dir).save_manifest(manifest)
         return self.run_dir
 
     def _plan(self) -> list[PlanEntry]:
@@ -439,7 +440,7 @@ class _Writer:
                 }
             )
         )
-        store.save_trial(tdir, trial)
+        TrialDir(tdir).save_record(trial)
         self.clock = w1 + 2.0
 
     def _analytic_latency(self, mu: float) -> dict[str, float]:

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 from meshlab import ansible
-from meshlab.experiment.load import script
 from meshlab.record.spec import LoadPoint
-from meshlab.testbed import commands
-from meshlab.testbed import state as tb_state
+from meshlab.testbeds.local import commands
+from meshlab.testbeds.local import state as tb_state
+from meshlab.trial.load import script
 
 
 def _timed(fn, *args):
@@ -32,9 +32,9 @@ def k6_through_mesh(rate: int = 1000, seconds: int = 10) -> dict[str, float]:
     lp = LoadPoint(name="bench", rate=rate, duration_s=seconds, warmup_s=2)
     with tempfile.TemporaryDirectory(prefix="meshlab-bench-") as tmp:
         js, summary = Path(tmp) / "load.js", Path(tmp) / "summary.json"
-        js.write_text(script(lp, tb_state.server_url(tb)))
+        js.write_text(script(lp, tb.server_url()))
         subprocess.run(
-            [sys.prefix + "/bin/meshlab", "testbed", "exec", "client", "--", tb["k6_bin"], "run",
+            [sys.prefix + "/bin/meshlab", "testbed", "exec", "client", "--", tb.k6_bin, "run",
              "--quiet", "--no-usage-report", "--summary-export", str(summary), str(js)],
             check=True, capture_output=True,
         )  # fmt: skip

@@ -1,18 +1,25 @@
 """`meshlab engine ...` (hidden): the experiment engine's steps, as experiment.yml calls them.
-Each prints one JSON object on stdout (meshlab.experiment.engine documents them)."""
+Each prints one typed message on stdout (meshlab/experiment/protocol.py), one JSON object."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from meshlab.cli.base import print_json, typer_app
 from meshlab.errors import MeshlabError
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
 app = typer_app("The experiment engine's steps (called by experiment.yml).")
+
+
+def _say(message: BaseModel) -> None:
+    typer.echo(message.model_dump_json())
 
 
 def _json(text: str | None, option: str, kind: type = dict) -> Any:
@@ -32,7 +39,7 @@ def init(
     spec: Annotated[Path, typer.Option(help="the experiment definition")],
     results_dir: Annotated[Path, typer.Option()] = Path("results"),
     resume: Annotated[str, typer.Option(help="an interrupted run directory ('' = new run)")] = "",
-    testbed: Annotated[str, typer.Option(help="netns | k8s")] = "netns",
+    testbed: Annotated[str, typer.Option(help="local | cloud")] = "local",
     inventory_json: Annotated[str, typer.Option(help="cloud: groups -> hosts")] = "",
     versions_json: Annotated[str, typer.Option(help="cloud: pinned versions")] = "",
     images_json: Annotated[str, typer.Option(help="cloud: {key: {image, tag, digest}}")] = "",
@@ -40,7 +47,7 @@ def init(
     """Validate the definition, write manifest.json with the seeded plan (or resume one)."""
     from meshlab.experiment import engine
 
-    print_json(
+    _say(
         engine.init(
             spec,
             results_dir,
@@ -55,20 +62,19 @@ def init(
 
 @app.command("next")
 def next_(run_dir: Path) -> None:
-    """The next plan step and the arms it needs, or done."""
+    """(cloud) The next plan step and the arms it needs, or done."""
     from meshlab.experiment import engine
 
-    print_json(engine.next_step(run_dir))
+    _say(engine.next_cloud(run_dir))
 
 
 @app.command()
-def step(
-    run_dir: Path, index: Annotated[list[int], typer.Option(help="plan index (repeatable)")]
-) -> None:
-    """Run one step's trial(s) on the local testbed and judge them."""
+def run(run_dir: Path) -> None:
+    """(local) Run steps in this process until the plan is done, the noise budget is spent or
+    the next step needs another placement or flood; progress goes to the run's events.jsonl."""
     from meshlab.experiment import engine
 
-    print_json(engine.step(run_dir, index))
+    _say(engine.run_local(run_dir))
 
 
 @app.command()
@@ -106,7 +112,7 @@ def ingest(
     """(cloud) Judge a trial from the raw files fetched from the nodes."""
     from meshlab.experiment import engine
 
-    print_json(engine.ingest(run_dir, index, raw))
+    _say(engine.ingest(run_dir, index, raw))
 
 
 @app.command()
@@ -114,7 +120,7 @@ def finish(run_dir: Path, interrupted: Annotated[bool, typer.Option()] = False) 
     """Close the run: complete, interrupted or environment-unfit."""
     from meshlab.experiment import engine
 
-    print_json(engine.finish(run_dir, interrupted))
+    _say(engine.finish(run_dir, interrupted))
 
 
 @app.command()

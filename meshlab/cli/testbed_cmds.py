@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -32,7 +33,7 @@ def testbed_up(
     ] = "same-node",
 ) -> None:
     """Bring the local testbed up (idempotent; restarts dead daemons)."""
-    from meshlab.testbed import commands
+    from meshlab.testbeds.local import commands
 
     commands.up(dataplane, flood, duet, placement)
 
@@ -43,7 +44,7 @@ def testbed_dataplane(
     pair: Annotated[list[int] | None, typer.Option(help="only this pod pair (repeatable)")] = None,
 ) -> None:
     """Switch the dataplane arm at runtime (workloads keep running)."""
-    from meshlab.testbed import commands
+    from meshlab.testbeds.local import commands
 
     commands.set_dataplane(arm, pair)
 
@@ -53,7 +54,7 @@ def testbed_flood(
     size: Annotated[str, typer.Argument(help="PODSxSERVICES (e.g. 50x500) or off")],
 ) -> None:
     """Write (or remove) kube-proxy-shaped flood rules in the node namespace."""
-    from meshlab.testbed import commands
+    from meshlab.testbeds.local import commands
 
     commands.set_flood(size)
 
@@ -63,7 +64,7 @@ def testbed_status(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Show the testbed: pods, processes, arm, flood, rule count."""
-    from meshlab.testbed import state
+    from meshlab.testbeds.local import state
 
     state.require_root()
     doc = state.status(state.load())
@@ -89,7 +90,7 @@ def testbed_exec(
     pod: Annotated[str, typer.Argument(help="node, node2, client, server, ...")],
 ) -> None:
     """Run a command inside a pod: meshlab testbed exec POD -- CMD..."""
-    from meshlab.testbed import commands
+    from meshlab.testbeds.local import commands
 
     raise typer.Exit(commands.exec_in_pod(pod, list(ctx.args)))
 
@@ -97,6 +98,39 @@ def testbed_exec(
 @app.command("down")
 def testbed_down() -> None:
     """Remove every namespace, rule, pin, cgroup and process the testbed made."""
-    from meshlab.testbed import commands
+    from meshlab.testbeds.local import commands
 
     commands.down()
+
+
+@app.command("apply-arm", hidden=True)
+def testbed_apply_arm(
+    arm: Annotated[str, typer.Argument(help=ARM_HELP)],
+    pair: Annotated[list[int] | None, typer.Option(help="only this pod pair (repeatable)")] = None,
+) -> None:
+    """(roles/testbed_dataplane) Put pod pairs in an arm; what changed, as JSON. No lease: the
+    play that calls it belongs to a command that holds it."""
+    from meshlab.testbeds.local import dataplane
+    from meshlab.testbeds.local import state as tb_state
+
+    current = tb_state.load()
+    change = dataplane.apply(current, arm, pair)
+    tb_state.save(current)
+    print_json(change.as_dict())
+
+
+@app.command("record-state", hidden=True)
+def testbed_record_state(
+    topology: Annotated[str, typer.Option(help="the play's topology, JSON")],
+    update: Annotated[str, typer.Option(help="keys to record over it (flood, ...), JSON")] = "{}",
+) -> None:
+    """(roles/testbed_state) Write testbed.json: the topology over what was recorded, then the
+    update, validated before it replaces the file."""
+    from meshlab.errors import MeshlabError
+    from meshlab.testbeds.local import state as tb_state
+
+    try:
+        docs = json.loads(topology), json.loads(update)
+    except json.JSONDecodeError as err:
+        raise MeshlabError(f"record-state: not valid JSON ({err})") from None
+    print_json({"changed": tb_state.record(*docs)})

@@ -28,13 +28,15 @@ def run(
         int, typer.Option(help="K independent runs, then how far their estimates spread")
     ] = 1,
 ) -> None:
-    """Run a paired experiment (experiment.yml through ansible-runner) with progress."""
+    """Run a paired experiment (experiment.yml through ansible-runner) with progress. Exit
+    codes: 0 every primary question decided, 3 inconclusive, 4 environment unfit, 2 error."""
     from meshlab.experiment import runner
 
     try:
-        runner.run(experiment, resume, results_dir, report=report_, repeat=repeat)
+        closed = runner.run(experiment, resume, results_dir, report=report_, repeat=repeat)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    raise typer.Exit(runner.exit_code(closed))
 
 
 @app.command()

@@ -23,10 +23,10 @@ import yaml
 
 from meshlab.cluster import schedule, upstream
 from meshlab.errors import MeshlabError, RefusedError
-from meshlab.experiment.k8s_trial import check_fits
 from meshlab.record import spec as spec_mod
-from meshlab.record import store
+from meshlab.record.rundir import RunDir
 from meshlab.record.spec import Experiment
+from meshlab.testbeds.cloud.trial import check_fits
 
 SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
 # The files of the render that hold pods, the injection settings and the Sidecar scope.
@@ -41,7 +41,8 @@ SERVER_DEPLOYMENTS = ("server", "httpbin")  # the pods workload_server_node_sele
 
 def _experiment(spec: Path, resume: Path | None) -> tuple[Experiment, str]:
     if resume:
-        return store.load_manifest(resume).experiment, str(store.manifest_path(resume))
+        run = RunDir(resume)
+        return run.load_manifest().experiment, str(run.manifest_path)
     return spec_mod.load(spec), str(spec)
 
 

@@ -1,6 +1,6 @@
 """iptables the pod namespaces need in the eBPF arms, beyond Istio's inbound capture.
 
-The testbed's rule generator (meshlab.testbed.rules) owns the pod namespaces' tables; this
+The testbed's rule generator (meshlab.testbeds.local.rules) owns the pod namespaces' tables; this
 module only states what the eBPF arms need from it, so both stay in one place each.
 
 Why a raw table: in the eBPF arms the nat table still exists in every pod namespace (the

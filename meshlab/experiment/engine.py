@@ -1,13 +1,17 @@
-"""The experiment engine's steps, called by experiment.yml (`meshlab engine ...`, hidden):
+"""The experiment engine, called by experiment.yml (`meshlab engine ...`, hidden). Each command
+prints one typed message (experiment/protocol.py):
 
-init    validate the definition, write manifest.json with the seeded plan (or resume one)
-next    the next plan step (one trial; two for duet) and the arms it needs, or done
-step    run that step on the local testbed, judge the gates, re-queue rejections
-prepare (cloud) create a step's trial dir and load.js; print what the playbook runs where
-ingest  (cloud) judge a trial from the raw files fetched from the nodes, re-queue rejections
-finish  close the run: complete, or environment-unfit when too many trials were rejected
+init     validate the definition, write manifest.json with the seeded plan (or resume one)
+run      (local testbed) run the steps in this process until the plan is done, the noise
+         budget is spent, or the next step needs another block (placement, flood) that the
+         playbook's roles apply; progress goes to the run's events.jsonl as it happens
+next     (cloud) the next plan step and the arms it needs, or done
+prepare  (cloud) a step's trial dir and load.js; what the playbook runs where
+ingest   (cloud) judge a trial from the raw files fetched from the nodes
+finish   close the run: complete or environment-unfit, with its answer in one line
 
-Each returns a JSON-ready dict: the playbook reads it from stdout.
+A rejected trial is re-queued right after itself. The plan in the manifest only ever grows;
+a resumed run (`--resume`) reruns exactly the steps that lack a trial.json.
 """
 
 from __future__ import annotations
@@ -16,62 +20,78 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from meshlab.analysis import timing
 from meshlab.errors import MeshlabError
 from meshlab.experiment import plan as planner
 from meshlab.experiment import provenance, stopping
-from meshlab.record import spec, store
-from meshlab.record.format import SCHEMA_VERSION, Image, Manifest, PlanEntry, Rejection, TrialRecord
-from meshlab.testbed import lease
-
-TESTBEDS = ("netns", "k8s")
+from meshlab.experiment.protocol import (
+    NextStep,
+    Planned,
+    RunClosed,
+    SegmentEnd,
+    StepResult,
+    StopProgress,
+    TrialLine,
+    Waiting,
+)
+from meshlab.experiment.state import RunState
+from meshlab.record import spec
+from meshlab.record.format import (
+    SCHEMA_VERSION,
+    Image,
+    Manifest,
+    Rejection,
+    TrialRecord,
+    now_iso,
+)
+from meshlab.record.rundir import RunDir
+from meshlab.testbeds import get as get_testbed
+from meshlab.trial.slot import TrialSlot
 
 
 def init(
     spec_path: Path,
     results_dir: Path,
     resume: Path | None,
-    testbed: str = "netns",
+    testbed: str = "local",
     inventory: dict[str, Any] | None = None,
     versions: dict[str, str] | None = None,
     images: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Planned:
     """`inventory`, `versions` and `images` (as the preflight resolved them) describe a cloud
-    testbed (k8s); the local one finds its own."""
-    if testbed not in TESTBEDS:
-        raise MeshlabError(f"--testbed: {testbed!r} is not a testbed; expected netns or k8s")
+    testbed; the local one finds its own."""
+    bed = get_testbed(testbed)
     if resume:
-        run_dir = resume
-        manifest = store.load_manifest(run_dir)
+        run = RunDir(resume)
+        manifest = run.load_manifest()
         if manifest.status == "complete":
-            raise MeshlabError(f"{run_dir}: this run is already complete; nothing to resume")
-        if manifest.testbed != testbed:
+            raise MeshlabError(f"{run}: this run is already complete; nothing to resume")
+        if manifest.testbed != bed.name:
             raise MeshlabError(
-                f"{run_dir}: started on the {manifest.testbed} testbed; the inventory now holds "
-                f"the {testbed} testbed (resume it where it started)"
+                f"{run}: started on the {manifest.testbed} testbed; the inventory now holds "
+                f"the {bed.name} testbed (resume it where it started)"
             )
-        _same_images(run_dir, manifest, images or {})
+        _same_images(run, manifest, images or {})
         if manifest.schema_version != SCHEMA_VERSION:
             raise MeshlabError(
-                f"{run_dir}: written by an older meshlab (schema_version "
+                f"{run}: written by an older meshlab (schema_version "
                 f"{manifest.schema_version}); its trials' figures are not this version's, so it "
                 "cannot be resumed: start a new run (meshlab report still reads it)"
             )
-        discarded = store.discard_unfinished(run_dir)
+        discarded = run.discard_unfinished()
         manifest.status = "running"
-        manifest.resumed_at.append(store.now_iso())
-        store.save_manifest(run_dir, manifest)
+        manifest.outcome = None
+        manifest.resumed_at.append(now_iso())
+        run.save_manifest(manifest)
         exp = manifest.experiment
     else:
         exp = spec.load(spec_path)
-        if testbed == "k8s":
-            from meshlab.experiment.k8s_trial import check_fits
-
-            check_fits(exp, str(spec_path))
+        bed.fits(exp, str(spec_path))
         git = provenance.git()
         run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{git['sha']}"
-        run_dir = results_dir / exp.id / run_id
-        if run_dir.exists():
-            raise MeshlabError(f"{run_dir}: already exists; wait a second or use --resume")
+        run = RunDir(results_dir / exp.id / run_id)
+        if run.path.exists():
+            raise MeshlabError(f"{run}: already exists; wait a second or use --resume")
         manifest = Manifest(
             experiment=exp,
             spec_hash=exp.spec_hash(),
@@ -79,139 +99,122 @@ def init(
             seed=exp.seed,
             plan=planner.make_plan(exp),
             status="running",
-            started_at=store.now_iso(),
+            started_at=now_iso(),
             git=git,
             versions={**provenance.versions(), **(versions or {})},
-            host={**provenance.host(), "testbed": testbed},
-            inventory=inventory or {"testbed": ["localhost"], "kind": "netns"},
-            pinning=_pinning(exp, testbed),
+            host={**provenance.host(), "testbed": bed.name},
+            inventory=inventory or {"testbed": ["localhost"], "kind": bed.name},
+            pinning=bed.pinning(exp),
             images={k: Image.model_validate(v) for k, v in (images or {}).items()},
         )
         discarded = []
-        store.save_manifest(run_dir, manifest)  # the plan exists before the first trial
-    if testbed == "netns":
-        _hold_testbed(run_dir)
-    done = store.completed_trials(run_dir)
+        run.save_manifest(manifest)  # the plan exists before the first trial
+    bed.hold(run)
+    done = {r.plan_index for _, r in run.records()}
     # The testbed comes up the way the first step still to run needs it (a resume included).
-    order = planner.execution_order(manifest.plan, exp.design)
+    order = planner.execution_order(manifest.plan)
     first = next((e for e in order if e.index not in done), order[0])
-    return {
-        "run_dir": str(run_dir),
-        "planned": len(manifest.plan),
-        "done": len(done),
-        "duet": exp.design == "duet",
-        "dataplanes": sorted({arm.dataplane for arm in exp.arms.values()}),
-        "first_flood": str(first.flood),
-        "first_placement": first.placement,
-        "max_steps": len(manifest.plan) * (exp.gates.max_requeues + 1) + 1,
-        "discarded_unfinished": discarded,
-    }
+    return Planned(
+        run_dir=str(run),
+        testbed=bed.name,
+        planned=len(manifest.plan),
+        done=len(done),
+        duet=exp.design == "duet",
+        dataplanes=sorted({arm.dataplane for arm in exp.arms.values()}),
+        first_flood=str(first.flood),
+        first_placement=first.placement,
+        max_steps=len(manifest.plan) * (exp.gates.max_requeues + 1) + 1,
+        max_segments=len({(e.placement, str(e.flood)) for e in manifest.plan}) + 1,
+        discarded_unfinished=discarded,
+    )
 
 
-def _hold_testbed(run_dir: Path) -> None:
-    """The local testbed's lease, for the playbook that runs this plan: shared with meshlab run
-    when it holds it, else taken for the ansible-playbook process. A second run is refused
-    here, before anything on the testbed changes."""
-    holder = lease.acquire("ansible-playbook experiment.yml", pid=lease.playbook_ancestor())
-    verb = "meshlab run" if holder.what.startswith("meshlab run") else "ansible-playbook"
-    lease.describe_run(holder, f"{verb} {run_dir}")
-
-
-def _same_images(run_dir: Path, manifest: Manifest, images: dict[str, Any]) -> None:
+def _same_images(run: RunDir, manifest: Manifest, images: dict[str, Any]) -> None:
     """A resumed run must run the images its first trials ran: a moved tag is refused."""
     for key, now in images.items():
         before = manifest.images.get(key)
         if before is not None and before.digest != now.get("digest"):
             raise MeshlabError(
-                f"{run_dir}: images.{key}: the run started on {before.image}:{before.tag} "
+                f"{run}: images.{key}: the run started on {before.image}:{before.tag} "
                 f"{before.digest}, which now resolves to {now.get('digest')}; its trials would "
                 "mix two images (start a new run)"
             )
 
 
-def _pinning(exp: spec.Experiment, testbed: str) -> dict[str, dict[str, str]] | str:
-    # Every trial.json records the CPUs its components really ran on.
-    if testbed == "k8s":
-        return "per trial (Kubernetes static CPU manager: exclusive CPUs of each container)"
-    if exp.design == "duet":
-        return "per pod pair"  # each pair owns a CPU (testbed layout)
-    return {p: exp.pinning_for(p).model_dump() for p in exp.placement}
+# ---- one step at a time ------------------------------------------------------------------
 
 
-def _rejected(done: dict[int, TrialRecord]) -> int:
-    return sum(1 for t in done.values() if not t.valid)
+def _end_unfit(rs: RunState, reason: str) -> None:
+    """The noise budget is spent: the run ends environment-unfit, saying how long and why."""
+    gates = rs.manifest.experiment.gates
+    spent = rs.budget_spent()
+    rs.manifest.status = "environment-unfit"
+    rs.manifest.outcome = (
+        f"environment unfit after {(spent + rs.waited_s) / 60:.1f} min of waiting and re-runs "
+        f"(budget {gates.noise_budget_s / 60:g} min): {reason}"
+    )
+    rs.save()
 
 
-def _too_many_rejections(manifest: Manifest, done: dict[int, TrialRecord]) -> bool:
-    originals = sum(1 for e in manifest.plan if e.requeue_of is None)
-    return _rejected(done) > manifest.experiment.gates.max_rejected_share * originals
+def next_step(rs: RunState) -> NextStep:
+    """The next step to run (one trial; two for duet), or done."""
+    if rs.manifest.status == "environment-unfit":
+        return NextStep(done=True, reason="environment-unfit")
+    if rs.budget_left() <= 0:
+        _end_unfit(rs, "rejected trials used the noise budget")
+        return NextStep(done=True, reason="environment-unfit")
+    exp = rs.manifest.experiment
+    stopped = _stopped_blocks(rs)
+    pending = [
+        e
+        for e in planner.execution_order(rs.manifest.plan)
+        if e.index not in rs.records and e.round <= stopped.get(stopping.block_of(e), e.round)
+    ]
+    if not pending:
+        return NextStep(done=True, reason="complete", stopped_early=sorted(stopped))
+    group = planner.next_group(pending, exp.design)
+    state = rs.manifest.stopping.get(stopping.block_of(group[0]))
+    stop = None
+    if state is not None and exp.stop is not None and state.half_width_percent is not None:
+        stop = StopProgress(
+            half_width_percent=state.half_width_percent,
+            target_percent=exp.stop.half_width_percent,
+            rounds_left=stopping.rounds_left(state, exp.stop.half_width_percent, exp.rounds),
+        )
+    block = _block_label(exp, group[0].load_point, group[0].flood, group[0].placement)
+    return NextStep(
+        done=False,
+        indexes=[e.index for e in group],
+        flood=group[0].flood.as_dict(),
+        placement=group[0].placement,
+        dataplanes={str(e.pair): exp.arms[e.arm].dataplane for e in group},
+        label=" + ".join(f"{e.arm} r{e.round}" for e in group) + (f" [{block}]" if block else ""),
+        position=len(rs.records) + 1,
+        total=len(rs.manifest.plan),
+        reruns=_reruns(rs.manifest),
+        stop=stop,
+    )
 
 
-def _stopped_blocks(
-    run_dir: Path, manifest: Manifest, done: dict[int, TrialRecord]
-) -> dict[str, int]:
+def _stopped_blocks(rs: RunState) -> dict[str, int]:
     """Adaptive runs: block -> the last round it runs (a block that stopped skips the rest of
     its plan). The stopping state is saved in the manifest; once stopped, a block stays so."""
-    if manifest.experiment.stop is None:
+    manifest = rs.manifest
+    if manifest.experiment.stop is None or not rs.records:
         return {}
-    states = stopping.evaluate(run_dir, manifest)
+    states = stopping.evaluate(rs.analysis_run(), manifest)
     for block, old in manifest.stopping.items():
         if old.stopped:
             states[block] = old
     if states != manifest.stopping:
         manifest.stopping = states
-        store.save_manifest(run_dir, manifest)
+        rs.save()
     last_done: dict[str, int] = {}
     for e in manifest.plan:
-        if e.index in done:
+        if e.index in rs.records:
             key = stopping.block_of(e)
             last_done[key] = max(last_done.get(key, 0), e.round)
     return {b: last_done.get(b, 0) for b, st in states.items() if st.stopped}
-
-
-def next_step(run_dir: Path) -> dict[str, Any]:
-    manifest = store.load_manifest(run_dir)
-    if manifest.testbed == "netns":
-        lease.require_held()  # the run that planned this is still alive and holds the testbed
-    done = store.completed_trials(run_dir)
-    if _too_many_rejections(manifest, done):
-        return {"done": True, "reason": "environment-unfit"}
-    design = manifest.experiment.design
-    stopped = _stopped_blocks(run_dir, manifest, done)
-    pending = [
-        e
-        for e in planner.execution_order(manifest.plan, design)
-        if e.index not in done and e.round <= stopped.get(stopping.block_of(e), e.round)
-    ]
-    if not pending:
-        return {"done": True, "reason": "complete", "stopped_early": sorted(stopped)}
-    group = planner.next_group(pending, design)
-    arms = manifest.experiment.arms
-    state = manifest.stopping.get(stopping.block_of(group[0]))
-    exp = manifest.experiment
-    return {
-        "stop": None
-        if state is None or exp.stop is None
-        else {
-            "half_width_percent": state.half_width_percent,
-            "target_percent": exp.stop.half_width_percent,
-            "rounds_left": stopping.rounds_left(state, exp.stop.half_width_percent, exp.rounds),
-        },
-        "done": False,
-        "indexes": [e.index for e in group],
-        "flood": group[0].flood.as_dict(),
-        "placement": group[0].placement,
-        "dataplanes": {str(e.pair): arms[e.arm].dataplane for e in group},
-        "label": " + ".join(f"{e.arm} r{e.round}" for e in group)
-        + (
-            f" [{block}]"
-            if (block := _block_label(exp, group[0].load_point, group[0].flood, group[0].placement))
-            else ""
-        ),
-        "position": len(done) + 1,
-        "total": len(manifest.plan),
-        "reruns": _reruns(manifest),
-    }
 
 
 def _block_label(exp: spec.Experiment, load_point: str, flood: object, placement: str) -> str:
@@ -231,93 +234,75 @@ def _reruns(manifest: Manifest) -> int:
     return sum(1 for e in manifest.plan if e.requeue_of is not None)
 
 
-def _entries(manifest: Manifest, indexes: list[int]) -> list[PlanEntry]:
-    plan = manifest.plan
+def slots(rs: RunState, indexes: list[int]) -> list[TrialSlot]:
+    plan = rs.manifest.plan
     for i in indexes:
         if not 0 <= i < len(plan):
             raise MeshlabError(f"--index {i}: the plan has entries 0..{len(plan) - 1}")
-    return [plan[i] for i in indexes]
+    out = []
+    for i in indexes:
+        entry = plan[i]
+        attempt = planner.attempt_of(plan, entry)
+        tid = planner.trial_id(entry, attempt)
+        out.append(TrialSlot(entry, attempt, tid, rs.run.trial(tid)))
+    return out
 
 
-def step(run_dir: Path, indexes: list[int]) -> dict[str, Any]:
-    from meshlab.experiment.netns_trial import run_step  # heavy imports only when trials run
-
-    lease.require_held()
-    manifest = store.load_manifest(run_dir)
-    entries = _entries(manifest, indexes)
-    results = run_step(run_dir, manifest, entries)
-    return _record(run_dir, manifest, entries, results)
-
-
-def prepare(run_dir: Path, index: int, target_url: str, k6_memory_limit: int) -> dict[str, Any]:
-    from meshlab.experiment import k8s_trial
-
-    manifest = store.load_manifest(run_dir)
-    entry = _entries(manifest, [index])[0]
-    return k8s_trial.prepare(run_dir, manifest, entry, target_url, k6_memory_limit)
-
-
-def ingest(run_dir: Path, index: int, raw: Path) -> dict[str, Any]:
-    from meshlab.experiment import k8s_trial  # heavy imports only when trials are judged
-
-    manifest = store.load_manifest(run_dir)
-    entry = _entries(manifest, [index])[0]
-    result = k8s_trial.ingest(run_dir, manifest, entry, raw)
-    return _record(run_dir, manifest, [entry], [result])
-
-
-def _record(
-    run_dir: Path, manifest: Manifest, entries: list[PlanEntry], results: list[TrialRecord]
-) -> dict[str, Any]:
-    """Note rejections in the manifest and re-queue them; the step's one-line summary."""
-    max_requeues = manifest.experiment.gates.max_requeues
+def record(rs: RunState, group: list[TrialSlot], results: list[TrialRecord]) -> StepResult:
+    """Keep the step's records, note rejections and re-queue them; the step's summary."""
+    previous_end = max((r.window.end for r in rs.trial_records()), default=None)
+    max_requeues = rs.manifest.experiment.gates.max_requeues
+    for slot, result in zip(group, results, strict=True):
+        rs.records[result.plan_index] = (slot.dir, result)
     if any(not r.valid for r in results):
-        for entry, result in zip(entries, results, strict=True):
+        for slot, result in zip(group, results, strict=True):
             reasons = (
                 result.rejection_reasons if not result.valid else ["its duet partner was rejected"]
             )
-            manifest.rejections.append(Rejection(trial_id=result.trial_id, reasons=reasons))
+            rs.manifest.rejections.append(Rejection(trial_id=result.trial_id, reasons=reasons))
             # A duet step is re-run as a whole: its two trials only mean something together.
-            if planner.attempt_of(manifest.plan, entry) <= max_requeues:
-                planner.requeue(manifest.plan, entry.index)
-        store.save_manifest(run_dir, manifest)
-    done = store.completed_trials(run_dir)
-    return {
-        "trials": [
-            {
-                "id": r.trial_id,
-                "arm": r.arm,
-                "round": r.round,
-                # the block, for progress lines of runs with several
-                "block": _block_label(
-                    manifest.experiment, r.load_point.name, r.flood.spec, r.placement
-                ),
-                "status": r.status,
-                "p50_ms": r.summary.latency_ms.get("p50"),
-                "steal_max_percent": r.steal.max_percent,
-                "reasons": r.rejection_reasons,
-            }
+            if planner.attempt_of(rs.manifest.plan, slot.entry) <= max_requeues:
+                planner.requeue(rs.manifest.plan, slot.entry.index)
+        rs.save()
+    exp = rs.manifest.experiment
+    wall, share = timing.measuring_share(
+        rs.manifest, rs.trial_records(), now=datetime.now(UTC).timestamp()
+    )
+    first = min(r.window.start for r in results)
+    entry = group[0].entry
+    return StepResult(
+        trials=[
+            TrialLine(
+                id=r.trial_id,
+                arm=r.arm,
+                round=r.round,
+                block=_block_label(exp, r.load_point.name, r.flood.spec, r.placement),
+                status=r.status,
+                p50_ms=r.summary.latency_ms.get("p50"),
+                steal_max_percent=r.steal.max_percent,
+                reasons=r.rejection_reasons,
+            )
             for r in results
         ],
-        "done": len(done),
-        "total": len(manifest.plan),
-        "reruns": _reruns(manifest),
-        "so_far": so_far(
-            run_dir, (entries[0].load_point, str(entries[0].flood), entries[0].placement)
-        ),
-    }
+        done=len(rs.records),
+        total=len(rs.manifest.plan),
+        reruns=_reruns(rs.manifest),
+        so_far=so_far(rs, (entry.load_point, str(entry.flood), entry.placement)),
+        wall_s=wall,
+        measuring_share=share,
+        overhead_s=None if previous_end is None else round(first - previous_end, 3),
+    )
 
 
-def so_far(run_dir: Path, cell: tuple[str, str, str] | None = None) -> list[str]:
+def so_far(rs: RunState, cell: tuple[str, str, str] | None = None) -> list[str]:
     """The primary estimates so far of the comparison in `cell` (load point, flood,
     placement: the block a step just ran; default the first), for progress lines:
     'p50 latency -7.2 % (95 % CI -9.0 to -5.1 %, n=8)'."""
     from meshlab.analysis.analyse import PRIMARY, analyse
     from meshlab.analysis.fmt import ci_pct, signed_pct
-    from meshlab.analysis.run import load_run
 
     try:
-        comparisons = analyse(load_run(run_dir), resamples=0).comparisons
+        comparisons = analyse(rs.analysis_run(), resamples=0).comparisons
     except MeshlabError:
         return []
     chosen = next((c for c in comparisons if c.pairs.cell == cell), None) if cell else None
@@ -332,25 +317,128 @@ def so_far(run_dir: Path, cell: tuple[str, str, str] | None = None) -> list[str]
     return out
 
 
-def finish(run_dir: Path, interrupted: bool = False) -> dict[str, Any]:
-    manifest = store.load_manifest(run_dir)
-    done = store.completed_trials(run_dir)
+# ---- the local testbed: every step in this process ---------------------------------------
+
+
+def run_local(run_dir: Path) -> SegmentEnd:
+    """Run steps until the plan is done, the budget is spent, or the next step needs another
+    block than the testbed is in (the playbook moves the pods or writes the flood, then
+    calls this again). Each step: wait for a quiet host, apply the arm, run, judge, record."""
+    from meshlab.experiment.progress import line
+    from meshlab.testbeds.local import LocalTestbed
+    from meshlab.testbeds.local.step import StepClock
+
+    rs = RunState.load(RunDir(run_dir))
+    session = LocalTestbed().open()
+    gates = rs.manifest.experiment.gates
+
+    def emit(msg: Any) -> None:
+        rs.run.append_event(msg.model_dump(), line(msg))
+
+    try:
+        while True:
+            nxt = next_step(rs)
+            if nxt.done:
+                emit(nxt)
+                return SegmentEnd(reason="done" if nxt.reason == "complete" else nxt.reason)
+            if (nxt.placement, str(nxt.flood["label"])) != (session.placement, session.flood):
+                end = SegmentEnd(
+                    reason="block-change", placement=nxt.placement, flood=nxt.flood["label"]
+                )
+                emit(end)
+                return end
+            emit(nxt)
+            clock = StepClock(step_started=datetime.now(UTC).timestamp())
+
+            def say(reason: str, waited: float, left: float) -> None:
+                emit(Waiting(reason=reason, waited_s=round(waited, 1), budget_left_s=round(left)))
+
+            wait = session.wait_quiet(gates, rs.budget_left(), say)
+            clock.quiet_wait_s = wait.seconds
+            if not wait.quiet:
+                rs.waited_s = wait.waited_s
+                _end_unfit(rs, f"the host stayed noisy ({wait.reason})")
+                return SegmentEnd(reason="environment-unfit", detail=rs.manifest.outcome or "")
+            clock.arm_s = session.apply_arms(nxt.dataplanes)
+            group = slots(rs, nxt.indexes)
+            results = session.run(rs.manifest, group, clock, wait)
+            emit(record(rs, group, results))
+    finally:
+        session.close()
+
+
+# ---- the cloud testbed: the playbook runs the step across the nodes -----------------------
+
+
+def next_cloud(run_dir: Path) -> NextStep:
+    from meshlab.experiment.progress import line
+
+    rs = RunState.load(RunDir(run_dir))
+    msg = next_step(rs)
+    rs.run.append_event(msg.model_dump(), line(msg))
+    return msg
+
+
+def prepare(run_dir: Path, index: int, target_url: str, k6_memory_limit: int) -> dict[str, Any]:
+    from meshlab.testbeds.cloud import CloudTestbed
+
+    rs = RunState.load(RunDir(run_dir))
+    (slot,) = slots(rs, [index])
+    return CloudTestbed().prepare(rs.manifest, slot, target_url, k6_memory_limit)
+
+
+def ingest(run_dir: Path, index: int, raw: Path) -> StepResult:
+    from meshlab.testbeds.cloud import CloudTestbed
+
+    rs = RunState.load(RunDir(run_dir))
+    (slot,) = slots(rs, [index])
+    from meshlab.experiment.progress import line
+
+    result = CloudTestbed().ingest(rs.manifest, slot, raw)
+    msg = record(rs, [slot], [result])
+    rs.run.append_event(msg.model_dump(), line(msg))
+    return msg
+
+
+# ---- closing ------------------------------------------------------------------------------
+
+
+def finish(run_dir: Path, interrupted: bool = False) -> RunClosed:
+    from meshlab.analysis.answer import DECIDED, answer
+
+    rs = RunState.load(RunDir(run_dir))
+    manifest = rs.manifest
+    unfit = manifest.status == "environment-unfit"
     if interrupted:
         manifest.status = "interrupted"
-    elif _too_many_rejections(manifest, done):
-        manifest.status = "environment-unfit"
-    else:
+    elif not unfit:
         manifest.status = "complete"
-    manifest.finished_at = store.now_iso()
-    store.save_manifest(run_dir, manifest)
-    if manifest.testbed == "netns":
+    try:
+        from meshlab.analysis.analyse import analyse
+
+        said = answer(analyse(rs.analysis_run(), resamples=0), manifest.outcome if unfit else None)
+        outcome, text = said.outcome, said.line
+    except MeshlabError:
+        outcome, text = (
+            ("environment-unfit" if unfit else "inconclusive"),
+            (manifest.outcome or "no valid pairs"),
+        )
+    if not unfit:
+        manifest.outcome = text
+    manifest.finished_at = now_iso()
+    rs.save()
+    if manifest.testbed == "local":
+        from meshlab.testbeds.local import lease
+
         lease.release_playbook_run()  # a playbook run without the CLI gives the testbed back
-    rejected = _rejected(done)
-    return {
-        "run_dir": str(run_dir),
-        "status": manifest.status,
-        "trials": len(done),
-        "valid": len(done) - rejected,
-        "rejected": rejected,
-        "rejected_share": round(rejected / max(1, len(done)), 3),
-    }
+    records = rs.trial_records()
+    rejected = sum(1 for r in records if not r.valid)
+    return RunClosed(
+        run_dir=str(rs.run),
+        status=manifest.status,
+        trials=len(records),
+        valid=len(records) - rejected,
+        rejected=rejected,
+        answer=text,
+        decided=outcome == DECIDED,
+    )

@@ -66,17 +66,14 @@ def _block(e: PlanEntry) -> tuple[str, Flood, str, int]:
     return (e.placement, e.flood, e.load_point, e.round)
 
 
-def execution_order(plan: list[PlanEntry], design: str) -> list[PlanEntry]:
-    """Plan order, except that a re-queued attempt runs at the end of its own round (for
-    sequential designs: right after the attempt it replaces). Duet attempts stay adjacent."""
-    last_of_round = {_block(e): e.index for e in plan if e.requeue_of is None}
+def execution_order(plan: list[PlanEntry]) -> list[PlanEntry]:
+    """Plan order, except that a re-queued attempt runs right after the attempt it replaces:
+    the trial is re-run next to its partner, so a pair stays close in time (a rejection at
+    the end of a round used to wait for the whole round, and a storm's drift moved in between).
+    A duet's re-queued pair stays together."""
 
     def key(e: PlanEntry) -> tuple[float, int]:
-        if e.requeue_of is None:
-            return (e.index, e.index)
-        if design == "sequential":
-            return (e.requeue_of + 0.5, e.index)
-        return (last_of_round[_block(e)] + 0.5, e.index)
+        return (float(e.index), e.index) if e.requeue_of is None else (e.requeue_of + 0.5, e.index)
 
     return sorted(plan, key=key)
 

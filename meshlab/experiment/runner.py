@@ -5,8 +5,8 @@ nohup) one line per finished trial, so a log is never silent for minutes."""
 
 from __future__ import annotations
 
-import json
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,52 +18,41 @@ from rich.table import Table
 
 from meshlab import ansible, paths
 from meshlab.errors import MeshlabError
-from meshlab.experiment import engine
-from meshlab.record import spec, store
-from meshlab.testbed import lease
+from meshlab.experiment import engine, progress, protocol
+from meshlab.record import spec
+from meshlab.record.rundir import RunDir
+from meshlab.testbeds.local import lease
 
-PLAN_TASK = "Validate the definition and write the plan"
-NEXT_TASK = "Ask the plan for the next step"
-# Tasks whose stdout is a step's result (local testbed: step; cloud testbed: ingest).
-STEP_RESULT_TASKS = ("Run the step's trials", "Judge the trial from the fetched files")
-REPORT_TASK = "Build the report"
-
-
-def of_total(total: int, reruns: int) -> str:
-    """'16', or '17 (1 re-run)' once a rejected trial has been queued again."""
-    return f"{total}" + (f" ({reruns} re-run{'s' if reruns > 1 else ''})" if reruns else "")
-
-
-def trial_line(
-    position: int, total: int, t: dict[str, Any], so_far: list[str], reruns: int = 0
-) -> str:
-    """One finished trial: 'trial 3/16 ebpf r02: p50 0.612 ms, steal max 0.0 %, valid | ...'."""
-    p50 = f"{t['p50_ms']:.3f} ms" if t["p50_ms"] is not None else "-"
-    verdict = t["status"] if t["status"] == "valid" else f"REJECTED ({'; '.join(t['reasons'])})"
-    block = f" [{t['block']}]" if t.get("block") else ""
-    line = (
-        f"trial {position}/{of_total(total, reruns)} {t['arm']} r{t['round']:02d}{block}: "
-        f"p50 {p50}, steal max {t['steal_max_percent']:.1f} %, {verdict}"
-    )
-    return line + (f" | so far: {'; '.join(so_far)}" if so_far else "")
+# `meshlab run`'s exit codes, for scripts (docs/methodology.md, "The answer"): 0 when every
+# primary question of every comparison was decided (a difference or an equivalence), 3 when
+# the run completed without deciding all of them, 4 when it ended environment-unfit. Errors
+# exit 2 (one line on stderr) and Ctrl-C 130, as every meshlab command does.
+EXIT_DECIDED, EXIT_INCONCLUSIVE, EXIT_UNFIT = 0, 3, 4
+FOLLOW_S = 0.5  # how often the run's events.jsonl is read for progress
 
 
 class _Watcher:
-    """Turns ansible-runner events into progress: plan size, trial i/N, arm, round, p50, steal,
-    and the primary estimates so far. `say` prints a line (non-terminal output); `bar` updates
-    a live bar (terminal)."""
+    """Turns the playbook's events and the engine's messages into progress. Engine messages
+    are recognised by their kind (experiment/protocol.py), in whatever task printed them;
+    while the trials run, they come from the run's events.jsonl as the engine appends them.
+    `say` prints a line (non-terminal output); `bar` updates a live bar (terminal)."""
 
     def __init__(self, say: Callable[[str], None], bar: Callable[..., None]) -> None:
         self.say, self.bar = say, bar
-        self.run_dir: Path | None = None
-        self.report: str | None = None
+        self.run: RunDir | None = None
+        self.closed: protocol.RunClosed | None = None
         self.last = ""
         self.play = ""
         self.pending_play = ""
+        self._offset = 0
+        self._lock = threading.Lock()
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.run.path if self.run else None
 
     def __call__(self, ev: dict[str, Any]) -> None:
         data = ev.get("event_data", {})
-        task = data.get("task", "")
         if ev.get("event") == "playbook_on_play_start":
             self.pending_play = data.get("play", "")
         if ev.get("event") == "playbook_on_task_start":
@@ -73,57 +62,71 @@ class _Watcher:
                 self.play = self.pending_play
                 self.say(f"[{time.strftime('%H:%M:%S')}] {self.play}")
             self.pending_play = ""
-            if not self.run_dir:
-                self.bar(description=f"set-up: {task}")
+            if not self.run:
+                self.bar(description=f"set-up: {data.get('task', '')}")
         if ev.get("event") != "runner_on_ok":
             return
-        stdout = (data.get("res") or {}).get("stdout", "")
-        if task == PLAN_TASK:
-            plan = json.loads(stdout)
-            self.run_dir = Path(plan["run_dir"])
-            self.say(f"run {self.run_dir}: {plan['planned']} trials planned, {plan['done']} done")
-            self.bar(total=plan["planned"], completed=plan["done"], description="testbed")
-        elif task == NEXT_TASK:
-            nxt = json.loads(stdout)
-            if not nxt["done"]:
-                stop = nxt.get("stop")
-                width = ""
-                if stop and stop["half_width_percent"] is not None:
-                    left = stop["rounds_left"]
-                    width = (
-                        f" | CI ±{stop['half_width_percent']:.2f} % (target "
-                        f"±{stop['target_percent']:g} %, ~{left if left is not None else '?'} "
-                        "rounds left)"
-                    )
-                self.bar(
-                    total=nxt["total"],
-                    description=f"trial {nxt['position']}/"
-                    f"{of_total(nxt['total'], nxt.get('reruns', 0))} {nxt['label']}"
-                    f"{self.last}{width}",
+        msg = protocol.parse((data.get("res") or {}).get("stdout", ""))
+        if isinstance(msg, protocol.Planned):
+            self.run = RunDir(msg.run_dir)
+            self._offset = self._events_size()  # a resumed run's earlier events are history
+            self.say(progress.line(msg))
+            self.bar(total=msg.planned, completed=msg.done, description="testbed")
+        elif isinstance(msg, protocol.RunClosed):
+            self.follow()
+            self.closed = msg
+        else:
+            self.follow()
+
+    def _events_size(self) -> int:
+        path = self.run.path / RunDir.EVENTS if self.run else None
+        return path.stat().st_size if path and path.exists() else 0
+
+    def follow(self) -> None:
+        """Show what the engine said since last time (called by a timer and per event)."""
+        if self.run is None:
+            return
+        with self._lock:
+            events, self._offset = self.run.events(self._offset)
+        for doc in events:
+            self.on_message(protocol.parse_doc(doc))
+
+    def on_message(self, msg: Any) -> None:
+        if isinstance(msg, protocol.NextStep):
+            if msg.done:
+                if msg.stopped_early:
+                    self.say(progress.line(msg))
+                return
+            width = ""
+            if msg.stop is not None:
+                left = msg.stop.rounds_left
+                width = (
+                    f" | CI ±{msg.stop.half_width_percent:.2f} % (target "
+                    f"±{msg.stop.target_percent:g} %, ~{left if left is not None else '?'} "
+                    "rounds left)"
                 )
-            elif nxt.get("stopped_early"):
-                self.say(f"stopping rule met for {', '.join(nxt['stopped_early'])}: run complete")
-        elif task in STEP_RESULT_TASKS:
-            out = json.loads(stdout)
-            for i, t in enumerate(out["trials"]):
-                position = out["done"] - len(out["trials"]) + i + 1
-                self.say(
-                    trial_line(
-                        position, out["total"], t, out.get("so_far", []), out.get("reruns", 0)
-                    )
-                )
-            t = out["trials"][-1]
-            p50 = f"{t['p50_ms']:.3f} ms" if t["p50_ms"] is not None else "-"
-            flag = "" if t["status"] == "valid" else " REJECTED"
-            self.last = f"  | last: {t['arm']} p50 {p50}{flag}"
-            self.bar(total=out["total"], completed=out["done"])
-        elif task == REPORT_TASK:
-            self.report = stdout.strip().removeprefix("report: ")
+            self.bar(
+                total=msg.total,
+                description=f"trial {msg.position}/{progress.of_total(msg.total, msg.reruns)} "
+                f"{msg.label}{self.last}{width}",
+            )
+        elif isinstance(msg, protocol.StepResult):
+            self.say(progress.line(msg))
+            t = msg.trials[-1]
+            p50 = f"{t.p50_ms:.3f} ms" if t.p50_ms is not None else "-"
+            flag = "" if t.status == "valid" else " REJECTED"
+            self.last = f"  | last: {t.arm} p50 {p50}{flag}{progress.share(msg)}"
+            self.bar(total=msg.total, completed=msg.done)
+        elif isinstance(msg, protocol.Waiting | protocol.SegmentEnd):
+            self.say(progress.line(msg))
+            if isinstance(msg, protocol.Waiting):
+                self.bar(description=progress.line(msg).split("] ", 1)[1])
 
 
 def final_table(run_dir: Path) -> Table:
-    manifest = store.load_manifest(run_dir)
-    trials = store.completed_trials(run_dir).values()
+    run = RunDir(run_dir)
+    manifest = run.load_manifest()
+    trials = [r for _, r in run.records()]
     table = Table(title=f"{run_dir}  ({manifest.status})")
     for col in (
         "arm",
@@ -160,9 +163,28 @@ def final_table(run_dir: Path) -> Table:
     return table
 
 
+class _Follower(threading.Thread):
+    """Reads the run's events.jsonl while the playbook runs (the local testbed's trials run
+    in one long task, whose own output comes only at its end)."""
+
+    def __init__(self, watcher: _Watcher) -> None:
+        super().__init__(name="follow", daemon=True)
+        self.watcher = watcher
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(FOLLOW_S):
+            self.watcher.follow()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+        self.watcher.follow()
+
+
 def _one_run(
     experiment: Path, resume: Path | None, results_dir: Path, report: bool, console: Console
-) -> Path:
+) -> protocol.RunClosed:
     extravars = {
         "experiment": str(experiment),
         "results_dir": str(results_dir),
@@ -176,17 +198,19 @@ def _one_run(
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False, disable=not live) as progress:
-        task = progress.add_task("planning", total=None)
+    with Progress(*columns, console=console, transient=False, disable=not live) as bar_display:
+        task = bar_display.add_task("planning", total=None)
 
         def say(line: str) -> None:
             if not live:
                 print(line, flush=True)
 
         def bar(**kwargs: Any) -> None:
-            progress.update(task, **kwargs)
+            bar_display.update(task, **kwargs)
 
         watcher = _Watcher(say, bar)
+        follower = _Follower(watcher)
+        follower.start()
         try:
             ansible.run_playbook(
                 "experiment.yml",
@@ -204,12 +228,24 @@ def _one_run(
                     f"meshlab run {experiment} --resume {watcher.run_dir}"
                 )
             raise
-    if watcher.run_dir is None:
-        raise MeshlabError("experiment.yml finished without planning a run")
+        finally:
+            follower.stop()
+    if watcher.run_dir is None or watcher.closed is None:
+        raise MeshlabError("experiment.yml finished without planning and closing a run")
     console.print(final_table(watcher.run_dir))
-    if watcher.report:
-        console.print(f"report: {watcher.report}")
-    return watcher.run_dir
+    page = watcher.run_dir / RunDir.DERIVED / "report.html"
+    if report and page.exists():
+        console.print(f"report: {page}")
+    # The answer, last and whole, whether or not a terminal showed the progress.
+    print(f"{watcher.closed.status}: {watcher.closed.answer}", flush=True)
+    return watcher.closed
+
+
+def exit_code(closed: list[protocol.RunClosed]) -> int:
+    """The documented exit code of `meshlab run` (EXIT_*) for these runs: the worst of them."""
+    if any(c.status == "environment-unfit" for c in closed):
+        return EXIT_UNFIT
+    return EXIT_DECIDED if all(c.decided for c in closed) else EXIT_INCONCLUSIVE
 
 
 def run(
@@ -218,13 +254,13 @@ def run(
     results_dir: Path,
     report: bool = True,
     repeat: int = 1,
-) -> list[Path]:
+) -> list[protocol.RunClosed]:
     """Run the experiment `repeat` times (independent runs, each its own directory), or
     resume one; with more than one run, say how far their primary estimates spread."""
     if resume is None:
         spec.load(experiment)  # a bad definition fails here, in one line, before any set-up
     else:
-        store.load_manifest(resume)
+        RunDir(resume).load_manifest()
         if repeat > 1:
             raise MeshlabError("--repeat: a resumed run is one run; repeat a new one instead")
     if repeat < 1:
@@ -238,7 +274,7 @@ def run(
                 console.print(f"run {k + 1} of {repeat}")
             runs.append(_one_run(experiment, resume, results_dir, report, console))
     if repeat > 1:
-        console.print(between_runs(runs))
+        console.print(between_runs([Path(c.run_dir) for c in runs]))
     return runs
 
 

@@ -15,8 +15,7 @@ import math
 
 from meshlab.analysis.analyse import PRIMARY, pairset_results, primary_alpha
 from meshlab.analysis.pairing import build_pairs
-from meshlab.analysis.run import load_run
-from meshlab.errors import MeshlabError
+from meshlab.analysis.run import Run
 from meshlab.record.format import Manifest, PlanEntry, StopState
 
 
@@ -29,15 +28,12 @@ def block_of(entry: PlanEntry) -> str:
     return block_key(entry.load_point, entry.flood, entry.placement)
 
 
-def evaluate(run_dir, manifest: Manifest) -> dict[str, StopState]:
-    """The stopping rule's state per block (empty for a fixed design)."""
+def evaluate(run: Run, manifest: Manifest) -> dict[str, StopState]:
+    """The stopping rule's state per block (empty for a fixed design), from the records the
+    engine holds (the analysis' view of them)."""
     exp = manifest.experiment
     if exp.stop is None:
         return {}
-    try:
-        run = load_run(run_dir)
-    except MeshlabError:
-        return {}  # nothing finished yet
     alpha, looks = primary_alpha(run)
     target = exp.stop.half_width_percent
     states: dict[str, StopState] = {}

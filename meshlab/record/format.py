@@ -11,6 +11,8 @@ and the field. A record of another schema version is refused with a message nami
 from __future__ import annotations
 
 import json
+import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,12 +24,27 @@ from meshlab.core.placement import Placement
 from meshlab.errors import MeshlabError
 from meshlab.record.spec import Experiment, FloodSize, LoadPoint, validate_named
 
-SCHEMA_VERSION = 2
+__all__ = ["validate_named"]  # re-exported for rundir
+
+SCHEMA_VERSION = 3
 # Schema 1 runs (before the precise CPU figures and the measured window) are read through
-# meshlab.record.upgrade, which re-derives their figures from their raw files.
-READABLE_VERSIONS = (1, 2)
-MANIFEST = "manifest.json"
-TRIAL = "trial.json"
+# meshlab.record.upgrade, which re-derives their figures from their raw files. Schema 3 added
+# each trial's timeline and host-speed probe (optional: schema-2 trials have neither).
+READABLE_VERSIONS = (1, 2, 3)
+# The two testbeds, by the one name each has everywhere (code, roles, docs); manifests of
+# schema 1-2 named them netns and k8s.
+TESTBEDS = ("local", "cloud")
+_OLD_TESTBED_NAMES = {"netns": "local", "k8s": "cloud"}
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime(TIME_FORMAT)
+
+
+def iso_of(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).strftime(TIME_FORMAT)
+
 
 # The components whose CPU every trial measures (cgroups on the local testbed, containers on
 # the cloud), and the node-wide figure beside them.
@@ -97,7 +114,7 @@ class StopState(Model):
 
 
 class Manifest(Model):
-    schema_version: Literal[1, 2] = SCHEMA_VERSION
+    schema_version: Literal[1, 2, 3] = SCHEMA_VERSION
     experiment: Experiment
     spec_hash: str
     spec_file: str | None = None
@@ -117,10 +134,14 @@ class Manifest(Model):
     rejections: list[Rejection] = []
     # adaptive runs: per block ("<load point>/<flood>/<placement>"), the stopping rule's last look
     stopping: dict[str, StopState] = {}
+    # how the run ended, in one line: the answer, or why the environment was unfit
+    outcome: str | None = None
 
     @property
     def testbed(self) -> str:
-        return str(self.host.get("testbed", "netns"))
+        """local or cloud (older manifests said netns or k8s)."""
+        name = str(self.host.get("testbed", "local"))
+        return _OLD_TESTBED_NAMES.get(name, name)
 
 
 # ---- trial.json -------------------------------------------------------------------------
@@ -232,6 +253,33 @@ class CpuAccount(Model):
     ticks: dict[str, float]
 
 
+class Timeline(Model):
+    """Where a step's time went before its window, so that the overhead between one window
+    and the next is recorded rather than guessed (unix seconds, durations in seconds)."""
+
+    step_started: float  # the step began: the previous step's records were written
+    quiet_wait_s: float  # waiting for a quiet host (steal and busy CPU under the gates)
+    arm_s: float  # applying the arm(s) of the step
+    settle_s: float  # the rule-stability check at a block's first step (0 otherwise)
+    probe_s: float  # the host-speed probe, before and after the window
+    launched: float  # k6 started; its warm-up and start-up lie between this and the window
+
+
+class HostProbe(Model):
+    """How long a fixed amount of work took on each CPU just before and just after the window
+    (seconds, the median of a few repetitions): the host's speed, measured apart from the arm
+    (the probe runs in the harness' cgroup, not a pod's, with no load running)."""
+
+    work: str  # what the work is, so that only like probes are compared
+    before: dict[str, float]  # CPU -> seconds
+    after: dict[str, float]
+
+    def seconds(self) -> float:
+        """The geometric mean over CPUs and both ends: one figure of the host's speed."""
+        values = [*self.before.values(), *self.after.values()]
+        return float(math.exp(sum(math.log(v) for v in values) / len(values)))
+
+
 class NodeCpu(Model):
     """Where node_total comes from: per host and CPU, busy = elapsed - idle - iowait - steal;
     `task_source` names the independent per-CPU task time, or is empty."""
@@ -242,7 +290,7 @@ class NodeCpu(Model):
 
 
 class TrialRecord(Model):
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[2, 3] = SCHEMA_VERSION
     trial_id: str
     plan_index: int
     round: int
@@ -269,6 +317,8 @@ class TrialRecord(Model):
     steal: Steal
     pinning: dict[str, str]
     pods: dict[str, str]
+    timeline: Timeline | None = None  # schema 3
+    host_probe: HostProbe | None = None  # schema 3
 
     @model_validator(mode="after")
     def _a_valid_trial_has_its_latencies(self) -> TrialRecord:
@@ -288,7 +338,9 @@ class TrialRecord(Model):
 # ---- reading and writing ----------------------------------------------------------------
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_document(path: Path) -> dict[str, Any]:
+    """A record file's JSON object, with its schema version checked; one MeshlabError naming
+    the file otherwise (meshlab.record.rundir validates it against its model)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -312,19 +364,6 @@ def _read(path: Path) -> dict[str, Any]:
             f"{', '.join(map(str, READABLE_VERSIONS))})"
         )
     return doc
-
-
-def read_manifest(path: Path) -> Manifest:
-    return validate_named(Manifest, _read(path), str(path))
-
-
-def read_trial(path: Path) -> TrialRecord:
-    doc = _read(path)
-    if doc["schema_version"] == 1:
-        from meshlab.record.upgrade import trial_from_v1  # re-derives from the raw files
-
-        doc = trial_from_v1(path, doc)
-    return validate_named(TrialRecord, doc, str(path))
 
 
 def dump(record: BaseModel) -> dict[str, Any]:

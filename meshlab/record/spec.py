@@ -91,9 +91,24 @@ class Gates(_Strict):
     # measured CPUs: their CPU, in % of one CPU over the window, is measured and bounded
     housekeeping_cpu_percent: Annotated[float, Field(gt=0, le=200)] = 5.0
     max_requeues: Annotated[int, Field(ge=0, le=20)] = 2
-    max_rejected_share: Annotated[float, Field(ge=0, le=1)] = 0.2
+    # A noisy host is waited out, not counted: before every trial the host must be quiet
+    # (steal at most steal_mean_percent, no CPU busier than settle_cpu_busy_percent) for
+    # quiet_s; the run ends environment-unfit once waiting and re-running rejected trials
+    # have cost noise_budget_s of wall time since it started or was last resumed.
+    noise_budget_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
+    quiet_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     settle_cpu_busy_percent: Annotated[float, Field(gt=0, le=100)] = 25.0
+    # at a block's first step (after its flood or placement changed): rules must be stable
     settle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_became_a_budget(cls, data: Any) -> Any:
+        """Manifests of earlier runs hold max_rejected_share (a count of rejections that ended
+        a run); they stay readable. A definition that sets it is refused in parse()."""
+        if isinstance(data, dict) and "max_rejected_share" in data:
+            data = {k: v for k, v in data.items() if k != "max_rejected_share"}
+        return data
 
 
 class Pinning(_Strict):
@@ -240,6 +255,12 @@ class Experiment(_Strict):
     def baseline(self) -> str:
         return next(iter(self.arms))
 
+    def load_point(self, name: str) -> LoadPoint:
+        for lp in self.load_points:
+            if lp.name == name:
+                return lp
+        raise MeshlabError(f"load point {name!r} is not in experiment {self.id}")
+
     def canonical(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -286,6 +307,12 @@ def parse(data: Any, source: str) -> Experiment:
     """Validate already-loaded data; `source` names it in errors."""
     if not isinstance(data, dict):
         raise MeshlabError(f"{source}: expected a mapping of experiment fields at the top level")
+    if isinstance(data.get("gates"), dict) and "max_rejected_share" in data["gates"]:
+        raise MeshlabError(
+            f"{source}: gates.max_rejected_share: no longer a gate; a noisy host is waited out "
+            "within gates.noise_budget_s (seconds of waiting and re-runs, default 600; "
+            "docs/methodology.md)"
+        )
     return validate_named(Experiment, data, source)
 
 

@@ -15,18 +15,18 @@ samples, so its figures are computed again with today's definitions:
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshlab.core import cpuwindow
-from meshlab.core.procstat import read_jsonl
 from meshlab.errors import MeshlabError
 from meshlab.k6.results import read_measured
 from meshlab.k6.schedule import schedule_lag
 
+if TYPE_CHECKING:
+    from meshlab.record.rundir import TrialDir
 
-def trial_from_v1(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
-    tdir = path.parent
+
+def trial_from_v1(tdir: TrialDir, doc: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in doc.items() if k not in ("window", "cpu", "steal", "schema_version")}
     out["schema_version"] = 2
     window = doc.get("window") or {}
@@ -34,7 +34,7 @@ def trial_from_v1(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
     start, end = planned, float(window.get("end", 0.0))
     requests = int((doc.get("summary") or {}).get("requests") or 0)
     source, lag = "planned", None
-    raw = tdir / "k6-raw.csv.gz"
+    raw = tdir.file(tdir.K6_RAW)
     if raw.exists():
         try:
             measured = read_measured(raw)
@@ -51,8 +51,7 @@ def trial_from_v1(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
         "planned_start": planned,
         "source": source,
     }
-    stat = read_jsonl(tdir / "proc-stat.jsonl") if (tdir / "proc-stat.jsonl").exists() else []
-    cgroups = read_jsonl(tdir / "cgroup-cpu.jsonl") if (tdir / "cgroup-cpu.jsonl").exists() else []
+    stat, cgroups = tdir.read_stat_rows(), tdir.read_cgroup_rows()
     cpu, accounts, task_source = cpuwindow.trial_cpu(stat, cgroups, start, end, requests)
     out["cpu"] = cpu
     out["node"] = (

@@ -14,8 +14,8 @@ import pytest
 import testinfra
 from devlab import wait_for
 
-from meshlab.testbed import commands
-from meshlab.testbed import state as tb_state
+from meshlab.testbeds.local import commands
+from meshlab.testbeds.local import state as tb_state
 
 # The real command line of this checkout's environment, whatever PATH says.
 MESHLAB = [str(Path(sys.prefix) / "bin" / "meshlab")]
@@ -143,15 +143,15 @@ class Load:
     """A bounded k6 load from the client pod, in the background (stops by itself)."""
 
     def __init__(self, rate: int, seconds: int, mode: str, out: Path) -> None:
-        from meshlab.experiment.load import script
         from meshlab.record.spec import LoadPoint
+        from meshlab.trial.load import script
 
         tb = tb_state.load()
         lp = LoadPoint(name="t", rate=rate, duration_s=seconds, warmup_s=0, connection_mode=mode)
-        (out / "load.js").write_text(script(lp, tb_state.server_url(tb)))
+        (out / "load.js").write_text(script(lp, tb.server_url()))
         self.csv, self.summary = out / "raw.csv.gz", out / "summary.json"
         self.proc = subprocess.Popen(
-            [*MESHLAB, "testbed", "exec", "client", "--", tb["k6_bin"], "run", "--quiet",
+            [*MESHLAB, "testbed", "exec", "client", "--", tb.k6_bin, "run", "--quiet",
              "--no-usage-report", "--out", f"csv={self.csv}", "--summary-export",
              str(self.summary), str(out / "load.js")],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -10,7 +10,7 @@ import pytest
 
 from meshlab.ebpf import features
 from meshlab.errors import MeshlabError
-from meshlab.testbed import commands
+from meshlab.testbeds.local import commands
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
 

@@ -793,7 +793,7 @@ def test_nat_leftovers_of_the_iptables_arm_need_the_raw_notrack(
     port remapped by NAT, so the sidecar's 4-tuple lookup misses. The raw NOTRACK rules of
     meshlab.ebpf.capture take the mesh legs out of conntrack; without them (the False case,
     kept to show why they exist) most such connections fail."""
-    from meshlab.testbed import rules
+    from meshlab.testbeds.local import rules
 
     ns = scratch.netns("client")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshlab.testbed import commands
+from meshlab.testbeds.local import commands
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ import pytest
 
 from meshlab import ansible
 from meshlab.errors import MeshlabError
-from meshlab.testbed import commands
+from meshlab.testbeds.local import commands
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
 
@@ -71,7 +71,7 @@ def test_bad_input_gets_one_line_naming_the_problem(testbed, cli, argv, expected
 AS_NOBODY = """
 import contextlib, io, os
 from meshlab.cli import app
-from meshlab.testbed import state  # noqa: F401
+from meshlab.testbeds.local import state  # noqa: F401
 with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
     app(["testbed", "status", "--help"], prog_name="meshlab")
 os.setgroups([]); os.setgid(65534); os.setuid(65534)

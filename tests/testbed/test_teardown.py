@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from meshlab.testbed import commands
+from meshlab.testbeds.local import commands
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from meshlab.testbed import commands
+from meshlab.testbeds.local import commands
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed, pytest.mark.slow]
 

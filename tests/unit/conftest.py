@@ -19,8 +19,8 @@ def _no_host_lease(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     """Unit tests drive the engine on synthetic runs; the host's testbed lease (held by a real
     run, or by nobody) is not theirs to check or take. test_lease tests the lease itself."""
     if request.module.__name__ != "test_lease":
-        from meshlab.experiment import engine
-        from meshlab.testbed import lease
+        from meshlab.testbeds.local import LocalTestbed, lease
 
         monkeypatch.setattr(lease, "require_held", lambda *a, **k: None)
-        monkeypatch.setattr(engine, "_hold_testbed", lambda run_dir: None)
+        monkeypatch.setattr(lease, "release_playbook_run", lambda *a, **k: False)
+        monkeypatch.setattr(LocalTestbed, "hold", lambda self, run: None)

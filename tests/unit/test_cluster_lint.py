@@ -58,12 +58,12 @@ def _plan(tmp_path: Path, experiment: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_a_cloud_inventory_plans_for_the_k8s_testbed(tmp_path: Path) -> None:
+def test_a_cloud_inventory_plans_for_the_cloud_testbed(tmp_path: Path) -> None:
     proc = _plan(tmp_path, "experiments/cloud.yml")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     (manifest_path,) = tmp_path.glob("cloud/*/manifest.json")
     manifest = json.loads(manifest_path.read_text())
-    assert manifest["host"]["testbed"] == "k8s"
+    assert manifest["host"]["testbed"] == "cloud"
     assert manifest["inventory"]["groups"]["loadtest"] == ["lt1"]
     assert manifest["inventory"]["groups"]["kube_control_plane"] == ["cp1"]
     assert manifest["versions"]["k6"] == "1.1.0"

@@ -1,4 +1,4 @@
-"""The engine's cloud adapter: init on a k8s testbed, prepare, and ingest of fetched raw files
+"""The engine's cloud adapter: init on the cloud testbed, prepare, and ingest of fetched raw files
 into the same trial record the local testbed writes (results/README.md)."""
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 from meshlab.cli import app
 from meshlab.errors import MeshlabError
 from meshlab.experiment import engine, provenance
-from meshlab.experiment.judge import Evidence, judge
-from meshlab.experiment.trialdir import TrialSlot
-from meshlab.record import spec, store
-from meshlab.record.format import PlanEntry
+from meshlab.record import spec
+from meshlab.record.format import PlanEntry, now_iso
+from meshlab.record.rundir import RunDir, TrialDir
+from meshlab.trial.judge import Evidence, judge
+from meshlab.trial.slot import TrialSlot
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "experiments" / "cloud.yml"  # the cloud testbed runs one placement per run
@@ -45,11 +46,11 @@ def _run(tmp_path: Path, spec_path: Path = SMOKE) -> Path:
         spec_path,
         tmp_path / "results",
         None,
-        "k8s",
-        {"kind": "k8s", "groups": {"loadtest": ["lt1"]}},
+        "cloud",
+        {"kind": "cloud", "groups": {"loadtest": ["lt1"]}},
         {"k6": "1.1.0", "istio": "1.29.2"},
     )
-    return Path(out["run_dir"])
+    return Path(out.run_dir)
 
 
 def _spec_file(tmp_path: Path, **changes: Any) -> Path:
@@ -110,23 +111,23 @@ def _fetch(
 def _prepared(tmp_path: Path, **fetch: Any) -> tuple[Path, dict[str, Any], Any]:
     run_dir = _run(tmp_path)
     prep = engine.prepare(run_dir, 0, "http://10.96.0.20:80/get", GIB)
-    lp = store.load_manifest(run_dir).experiment.load_points[0]
+    lp = RunDir(run_dir).load_manifest().experiment.load_points[0]
     _fetch(Path(prep["raw_dir"]), lp, **fetch)
     return run_dir, prep, lp
 
 
-def _netns_trial(tmp_path: Path) -> dict[str, Any]:
+def _local_trial(tmp_path: Path) -> dict[str, Any]:
     """A trial judged as the local testbed's runner judges it (trial.run_step's evidence)."""
     exp = spec.load(SMOKE)
     lp = exp.load_points[0]
-    tdir = tmp_path / "netns"
+    tdir = tmp_path / "local"
     tdir.mkdir()
     tf.write_k6(tdir, rate=lp.rate, duration_s=lp.duration_s, warmup_s=lp.warmup_s)
     seconds = lp.warmup_s + lp.duration_s + 2
     entry = PlanEntry(index=0, round=1, arm="iptables", load_point=lp.name, flood="off")
     evidence = Evidence(
-        started_at=store.now_iso(),
-        ended_at=store.now_iso(),
+        started_at=now_iso(),
+        ended_at=now_iso(),
         planned_start=tf.T0 + lp.warmup_s,
         settle={"seconds": 1.0, "cpu_busy_percent": 2.0, "rules_stable": True, "rules": 90}
         | {"timed_out": False},
@@ -138,7 +139,7 @@ def _netns_trial(tmp_path: Path) -> dict[str, Any]:
         pinning=exp.pinning_for("same-node").model_dump(),
         pods={"client": "client", "server": "server"},
     )
-    judge(exp, lp, TrialSlot(entry, 1, "000-iptables-r01", tdir), evidence)
+    judge(exp, lp, TrialSlot(entry, 1, "000-iptables-r01", TrialDir(tdir)), evidence)
     return json.loads((tdir / "trial.json").read_text())
 
 
@@ -153,9 +154,9 @@ def _shape(doc: Any) -> Any:
 # ---- init ------------------------------------------------------------------------------------
 
 
-def test_init_on_k8s_records_the_cloud_testbed(tmp_path: Path) -> None:
-    manifest = store.load_manifest(_run(tmp_path))
-    assert manifest.testbed == "k8s"
+def test_init_on_the_cloud_records_the_cloud_testbed(tmp_path: Path) -> None:
+    manifest = RunDir(_run(tmp_path)).load_manifest()
+    assert manifest.testbed == "cloud"
     assert manifest.inventory["groups"] == {"loadtest": ["lt1"]}
     assert manifest.versions["k6"] == "1.1.0" and manifest.versions["istio"] == "1.29.2"
     assert "static CPU manager" in manifest.pinning
@@ -172,21 +173,21 @@ def test_init_on_k8s_records_the_cloud_testbed(tmp_path: Path) -> None:
          "load_points[0].connection_mode"),
     ],
 )  # fmt: skip
-def test_init_on_k8s_refuses_what_the_cluster_cannot_run(
+def test_init_on_the_cloud_refuses_what_the_cluster_cannot_run(
     tmp_path: Path, changes: dict[str, Any], field: str
 ) -> None:
     path = _spec_file(tmp_path, **changes)
     with pytest.raises(MeshlabError, match=field.replace("[", r"\[").replace("]", r"\]")):
-        engine.init(path, tmp_path / "results", None, "k8s")
+        engine.init(path, tmp_path / "results", None, "cloud")
     assert not (tmp_path / "results").exists()  # refused before anything was written
-    engine.init(path, tmp_path / "results", None, "netns")  # the local testbed runs it
+    engine.init(path, tmp_path / "results", None, "local")  # the local testbed runs it
 
 
 def test_a_run_resumes_only_on_the_testbed_it_started_on(tmp_path: Path) -> None:
     run_dir = _run(tmp_path)
-    with pytest.raises(MeshlabError, match="started on the k8s testbed"):
-        engine.init(SMOKE, tmp_path, run_dir, "netns")
-    assert engine.init(SMOKE, tmp_path, run_dir, "k8s")["run_dir"] == str(run_dir)
+    with pytest.raises(MeshlabError, match="started on the cloud testbed"):
+        engine.init(SMOKE, tmp_path, run_dir, "local")
+    assert engine.init(SMOKE, tmp_path, run_dir, "cloud").run_dir == str(run_dir)
 
 
 # ---- prepare ---------------------------------------------------------------------------------
@@ -194,7 +195,7 @@ def test_a_run_resumes_only_on_the_testbed_it_started_on(tmp_path: Path) -> None
 
 def test_prepare_writes_load_js_and_says_how_to_run_k6(tmp_path: Path) -> None:
     run_dir = _run(tmp_path)
-    plan = store.load_manifest(run_dir).plan
+    plan = RunDir(run_dir).load_manifest().plan
     prep = engine.prepare(run_dir, 1, "http://10.96.0.20:80/get", GIB)
     assert prep["trial_id"] == f"001-{plan[1].arm}-r01"
     assert Path(prep["dir"]) == (run_dir / "trials" / prep["trial_id"]).resolve()
@@ -226,11 +227,11 @@ def test_prepare_rejects_a_bad_target_and_index(tmp_path: Path) -> None:
 
 def test_ingest_writes_the_same_trial_record_as_the_local_testbed(tmp_path: Path) -> None:
     run_dir, prep, lp = _prepared(tmp_path)
-    out = engine.ingest(run_dir, 0, Path(prep["raw_dir"]))
+    out = engine.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()
     assert out["trials"][0]["status"] == "valid", out
     tdir = Path(prep["dir"])
     doc = json.loads((tdir / "trial.json").read_text())
-    assert _shape(doc) == _shape(_netns_trial(tmp_path))
+    assert _shape(doc) == _shape(_local_trial(tmp_path))
     assert {p.name for p in tdir.iterdir()} == RAW_FILES  # the fetch staging area is gone
     assert doc["summary"]["requests"] == lp.rate * lp.duration_s
     assert doc["pinning"] == {"client_sidecar": "1", "server_sidecar": "1", "app": "2", "k6": "2-3"}
@@ -255,28 +256,29 @@ def test_ingest_writes_the_same_trial_record_as_the_local_testbed(tmp_path: Path
     assert {(r["component"], r["host"]) for r in cg} == {
         ("k6", "lt1"), ("client_sidecar", "lt1"), ("app", "w1"), ("server_sidecar", "w1"),
     }  # fmt: skip
-    assert store.completed_trials(run_dir)[0].trial_id == prep["trial_id"]
+    assert RunDir(run_dir).completed()[0].trial_id == prep["trial_id"]
 
 
 def test_a_steal_spike_on_a_sidecar_node_rejects_and_requeues(tmp_path: Path) -> None:
     run_dir, prep, _ = _prepared(tmp_path, spike_host="w1")
-    out = engine.ingest(run_dir, 0, Path(prep["raw_dir"]))
+    out = engine.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()
     trial = out["trials"][0]
     assert trial["status"] == "rejected"
     assert any(r.startswith("steal_max_percent 59.9") for r in trial["reasons"]), trial
-    manifest = store.load_manifest(run_dir)
+    manifest = RunDir(run_dir).load_manifest()
     assert manifest.plan[-1].requeue_of == 0  # re-queued
     assert manifest.rejections[0].trial_id == prep["trial_id"]
 
 
 def test_a_steal_spike_on_a_node_without_trial_containers_does_not_count(tmp_path: Path) -> None:
     run_dir, prep, _ = _prepared(tmp_path, spike_host="cp1")
-    assert engine.ingest(run_dir, 0, Path(prep["raw_dir"]))["trials"][0]["status"] == "valid"
+    out = engine.ingest(run_dir, 0, Path(prep["raw_dir"]))
+    assert out.trials[0].status == "valid"
 
 
 def test_missing_k6_files_reject_with_a_reason_not_a_crash(tmp_path: Path) -> None:
     run_dir, prep, _ = _prepared(tmp_path, k6=False)
-    out = engine.ingest(run_dir, 0, Path(prep["raw_dir"]))
+    out = engine.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()
     reasons = out["trials"][0]["reasons"]
     assert out["trials"][0]["status"] == "rejected"
     assert "k6-raw.csv.gz missing: not fetched from the load-test node" in reasons
@@ -287,7 +289,7 @@ def test_missing_k6_files_reject_with_a_reason_not_a_crash(tmp_path: Path) -> No
 
 def test_missing_run_record_and_settle_results_reject(tmp_path: Path) -> None:
     run_dir, prep, _ = _prepared(tmp_path, skip=("k6-run.json", "settle"))
-    reasons = engine.ingest(run_dir, 0, Path(prep["raw_dir"]))["trials"][0]["reasons"]
+    reasons = engine.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()["trials"][0]["reasons"]
     assert any("k6-run.json missing" in r for r in reasons)
     assert any("no settle result" in r for r in reasons)
     assert any(r.startswith("k6 exited -1") for r in reasons)
@@ -300,7 +302,7 @@ def test_a_corrupt_k6_csv_and_torn_samples_reject_not_crash(tmp_path: Path) -> N
     with (raw / "w1.cgroup-cpu.jsonl").open("a") as fh:
         fh.write('{"t": 17956')  # the sampler killed mid-line
     (raw / "w1.containers.json").write_text("{broken")
-    out = engine.ingest(run_dir, 0, raw)
+    out = engine.ingest(run_dir, 0, raw).model_dump()
     reasons = out["trials"][0]["reasons"]
     assert any("not a k6 CSV" in r for r in reasons), reasons
     assert any("container list of w1 unreadable" in r for r in reasons), reasons
@@ -314,7 +316,7 @@ def test_a_sampler_that_stopped_early_rejects(tmp_path: Path) -> None:
     raw = Path(prep["raw_dir"])
     rows = [json.loads(x) for x in (raw / "lt1.proc-stat.jsonl").read_text().splitlines()]
     tf.write_jsonl(raw / "lt1.proc-stat.jsonl", [r for r in rows if r["t"] < tf.T0 + lp.warmup_s])
-    reasons = engine.ingest(run_dir, 0, raw)["trials"][0]["reasons"]
+    reasons = engine.ingest(run_dir, 0, raw).model_dump()["trials"][0]["reasons"]
     assert "no /proc/stat samples from lt1 covering the measured window" in reasons
 
 
@@ -322,9 +324,9 @@ def test_ingest_refuses_to_judge_twice_or_without_prepare(tmp_path: Path) -> Non
     run_dir, prep, _ = _prepared(tmp_path)
     with pytest.raises(MeshlabError, match="run `prepare` first"):
         engine.ingest(run_dir, 1, Path(prep["raw_dir"]))
-    engine.ingest(run_dir, 0, Path(prep["raw_dir"]))
+    engine.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()
     with pytest.raises(MeshlabError, match="already judged"):
-        engine.ingest(run_dir, 0, Path(prep["raw_dir"]))
+        engine.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()
 
 
 def test_cli_prepare_and_ingest_print_json(tmp_path: Path) -> None:
@@ -347,10 +349,10 @@ def test_cli_prepare_and_ingest_print_json(tmp_path: Path) -> None:
 
 def test_the_images_are_recorded_and_a_moved_digest_refuses_the_resume(tmp_path: Path) -> None:
     image = {"image": "ghcr.io/merbridge/merbridge", "tag": "0.8.1", "digest": "sha256:" + "a" * 64}
-    out = engine.init(SMOKE, tmp_path, None, "k8s", None, None, {"merbridge": image})
-    run_dir = Path(out["run_dir"])
-    assert store.load_manifest(run_dir).images["merbridge"].digest == image["digest"]
+    out = engine.init(SMOKE, tmp_path, None, "cloud", None, None, {"merbridge": image})
+    run_dir = Path(out.run_dir)
+    assert RunDir(run_dir).load_manifest().images["merbridge"].digest == image["digest"]
     moved = {**image, "digest": "sha256:" + "b" * 64}
     with pytest.raises(MeshlabError, match=r"images.merbridge: the run started on .* now resolves"):
-        engine.init(SMOKE, tmp_path, run_dir, "k8s", None, None, {"merbridge": moved})
-    assert engine.init(SMOKE, tmp_path, run_dir, "k8s", None, None, {"merbridge": image})
+        engine.init(SMOKE, tmp_path, run_dir, "cloud", None, None, {"merbridge": moved})
+    assert engine.init(SMOKE, tmp_path, run_dir, "cloud", None, None, {"merbridge": image})

@@ -58,24 +58,30 @@ def test_duet_puts_the_arms_on_both_pairs_at_once():
     assert len({e.arm for e in plan if e.pair == 1}) == 2
 
 
-def test_requeue_appends_and_runs_at_the_end_of_its_round():
+def test_a_requeued_trial_runs_right_after_the_attempt_it_replaces():
+    """Issue 19: a trial rejected for noise is re-run next to its partner, so the pair stays
+    close in time (it used to wait for the end of its round)."""
     e = exp(flood_sizes=["off"], load_points=BASE["load_points"][:1], rounds=3)
     plan = planner.make_plan(e)
     original = [x.model_copy() for x in plan]
     again = planner.requeue(plan, 0)
     assert plan[: len(original)] == original  # the plan only grows
     assert again.index == 6 and again.requeue_of == 0 and again.round == 1
-    order = [x.index for x in planner.execution_order(plan, "rmit")]
-    assert order == [0, 1, 6, 2, 3, 4, 5]
+    order = [x.index for x in planner.execution_order(plan)]
+    assert order == [0, 6, 1, 2, 3, 4, 5]
     third = planner.requeue(plan, 6)
     assert third.requeue_of == 0
+    assert [x.index for x in planner.execution_order(plan)] == [0, 6, 7, 1, 2, 3, 4, 5]
+    later = planner.requeue(plan, 3)  # a round's second trial: re-run right after it too
+    order = [x.index for x in planner.execution_order(plan)]
+    assert order[order.index(3) + 1] == later.index
     assert planner.attempt_of(plan, plan[0]) == 1
     assert planner.attempt_of(plan, again) == 2 and planner.attempt_of(plan, third) == 3
     assert planner.trial_id(third, 3) == "007-" + third.arm + "-r01-a3"
 
 
 def _pending(plan, design):
-    return planner.execution_order(plan, design)
+    return planner.execution_order(plan)
 
 
 def test_a_duet_step_runs_both_pairs_together():
@@ -105,7 +111,7 @@ def test_other_designs_run_one_trial_per_step():
 
 def test_each_placement_is_a_block_of_the_plan_run_one_after_the_other():
     plan = planner.make_plan(exp(placement=["cross-node", "same-node"], flood_sizes=["off"]))
-    order = [e.placement for e in planner.execution_order(plan, "rmit")]
+    order = [e.placement for e in planner.execution_order(plan)]
     assert order == ["cross-node"] * (len(order) // 2) + ["same-node"] * (len(order) // 2)
     for placement in ("cross-node", "same-node"):
         block = [e for e in plan if e.placement == placement]

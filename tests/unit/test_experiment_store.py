@@ -10,7 +10,7 @@ import pytest
 from meshlab.analysis.synthetic import SyntheticSpec, write_run
 from meshlab.core import atomic, procstat
 from meshlab.errors import MeshlabError
-from meshlab.record import store
+from meshlab.record.rundir import RunDir
 
 FIXTURES = Path(__file__).parent / "fixtures" / "proc"
 
@@ -37,8 +37,8 @@ def test_resume_bookkeeping(tmp_path):
     run = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
     dirs = sorted((run / "trials").iterdir())
     (dirs[1] / "trial.json").unlink()  # interrupted while this trial ran
-    assert sorted(store.completed_trials(run)) == [0, 2, 3]
-    assert store.discard_unfinished(run) == [dirs[1].name]
+    assert sorted(RunDir(run).completed()) == [0, 2, 3]
+    assert RunDir(run).discard_unfinished() == [dirs[1].name]
     assert sorted(p.name for p in (run / "trials").iterdir()) == [
         d.name for d in dirs if d != dirs[1]
     ]
@@ -46,12 +46,12 @@ def test_resume_bookkeeping(tmp_path):
 
 def test_manifest_errors_name_the_path(tmp_path):
     with pytest.raises(MeshlabError, match="no such run directory"):
-        store.load_manifest(tmp_path / "nope")
+        RunDir(tmp_path / "nope").load_manifest()
     with pytest.raises(MeshlabError, match=r"manifest.json: missing"):
-        store.load_manifest(tmp_path)
+        RunDir(tmp_path).load_manifest()
     (tmp_path / "manifest.json").write_text('{"schema_version": 9}')
     with pytest.raises(MeshlabError, match="schema_version 9 is not supported"):
-        store.load_manifest(tmp_path)
+        RunDir(tmp_path).load_manifest()
 
 
 def test_proc_stat_parsing_keeps_every_cpu_and_steal():

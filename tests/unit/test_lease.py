@@ -15,7 +15,7 @@ import pytest
 
 from meshlab.cluster import lease as cluster_lease
 from meshlab.errors import MeshlabError
-from meshlab.testbed import lease
+from meshlab.testbeds.local import lease
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,7 @@ def test_descendants_share_the_lease(tmp_path: Path) -> None:
     mine = lease.acquire("meshlab run x", path=path)
     child = subprocess.run(
         [sys.executable, "-c",
-         "import sys; from meshlab.testbed import lease; from pathlib import Path; "
+         "import sys; from meshlab.testbeds.local import lease; from pathlib import Path; "
          "h = lease.acquire('ansible-playbook experiment.yml', path=Path(sys.argv[1])); "
          "print(h.pid); lease.require_held(path=Path(sys.argv[1]))", str(path)],
         capture_output=True, text=True, check=True,
@@ -123,7 +123,7 @@ def test_a_playbook_run_keeps_the_lease_across_its_tasks(tmp_path: Path) -> None
     lease, the second (another worker, the first one gone) still holds it, the last releases."""
     path = tmp_path / "lease"
     step = (
-        "import sys; from pathlib import Path; from meshlab.testbed import lease; "
+        "import sys; from pathlib import Path; from meshlab.testbeds.local import lease; "
         "p = Path(sys.argv[2]); what = sys.argv[1]; "
         "h = lease.acquire('ansible-playbook experiment.yml', pid=lease.playbook_ancestor(), "
         "path=p) if what == 'init' else lease.require_held(path=p); "

@@ -12,29 +12,42 @@ import pytest
 
 from meshlab.analysis.synthetic import SyntheticSpec, write_run
 from meshlab.errors import MeshlabError
-from meshlab.experiment import engine, netns_trial
-from meshlab.record import store
-from meshlab.testbed import commands
-from meshlab.testbed import state as tb_state
+from meshlab.experiment import engine
+from meshlab.experiment.state import RunState
+from meshlab.record.rundir import RunDir
+from meshlab.testbeds.local import commands, step
+from meshlab.testbeds.local import state as tb_state
 
-STATE = {
-    "prefix": "meshlab",
-    "node_netns": "meshlab-node",
-    "gateway": "198.18.255.1",
-    "nodes": [
+STATE = tb_state.LocalState(
+    prefix="meshlab",
+    run_dir="/run/meshlab",
+    cgroup_root="/sys/fs/cgroup/unified/meshlab",
+    bpf_pin_root="/sys/fs/bpf/meshlab",
+    node_netns="meshlab-node",
+    gateway="198.18.255.1",
+    nodes=[
         {"id": 1, "netns": "meshlab-node", "gateway": "198.18.255.1", "link_ip": "198.18.254.1"},
         {"id": 2, "netns": "meshlab-node2", "gateway": "198.18.255.2", "link_ip": "198.18.254.2"},
     ],
-    "placement": "cross-node",
-    "cpus": {
+    placement="cross-node",
+    cpus={
         "1": {"k6": "0", "client_sidecar": "0", "server_sidecar": "0", "app": "0"},
         "2": {"k6": "1", "client_sidecar": "1", "server_sidecar": "1", "app": "1"},
     },
-    "pods": [
-        {"name": "client", "role": "client", "pair": 1, "ip": "198.18.1.10", "node": 1},
-        {"name": "server", "role": "server", "pair": 1, "ip": "198.18.1.20", "node": 2},
+    envoy_bin="/usr/bin/envoy",
+    k6_bin="/usr/bin/k6",
+    pods=[
+        {"name": "client", "role": "client", "pair": 1, "ip": "198.18.1.10", "peer": "server"},
+        {"name": "server", "role": "server", "pair": 1, "ip": "198.18.1.20", "peer": "client",
+         "node": 2},
     ],
-}
+    services=[{"name": "server", "pair": 1, "vip": "198.19.0.1", "port": 80,
+               "endpoint": "198.18.1.20", "target_port": 80}],
+)  # fmt: skip
+
+
+def _slot(entry: object) -> object:
+    return type("S", (), {"entry": entry})()
 
 
 def _two_placements(tmp_path: Path, keep: int) -> Path:
@@ -53,8 +66,8 @@ def _two_placements(tmp_path: Path, keep: int) -> Path:
 
 def test_the_next_step_names_its_placement_and_the_block_in_its_label(tmp_path: Path) -> None:
     run_dir = _two_placements(tmp_path, keep=0)
-    nxt = engine.next_step(run_dir)
-    first = store.load_manifest(run_dir).plan[nxt["indexes"][0]]
+    nxt = engine.next_step(RunState.load(RunDir(run_dir))).model_dump()
+    first = RunDir(run_dir).load_manifest().plan[nxt["indexes"][0]]
     assert nxt["placement"] == first.placement
     assert nxt["label"].endswith(f"[{first.placement}]")
 
@@ -62,35 +75,36 @@ def test_the_next_step_names_its_placement_and_the_block_in_its_label(tmp_path: 
 def test_a_trial_refuses_a_testbed_in_the_other_placement() -> None:
     entry = type("E", (), {"index": 7, "placement": "same-node"})()
     with pytest.raises(MeshlabError, match="trial 7: planned same-node, but the testbed is cross"):
-        netns_trial._check_placement(STATE, entry)
-    netns_trial._check_placement({**STATE, "placement": "same-node"}, entry)
-    # a testbed recorded before placements existed is on one node
-    netns_trial._check_placement({k: v for k, v in STATE.items() if k != "placement"}, entry)
+        step.check_placement(STATE, _slot(entry))
+    step.check_placement(STATE.model_copy(update={"placement": "same-node"}), _slot(entry))
 
 
 def test_pinning_follows_the_placement_and_duet_pairs_keep_their_cpus(tmp_path: Path) -> None:
     run_dir = _two_placements(tmp_path, keep=0)
-    manifest = store.load_manifest(run_dir)
+    manifest = RunDir(run_dir).load_manifest()
     exp = manifest.experiment
     cross = next(e for e in manifest.plan if e.placement == "cross-node")
     same = next(e for e in manifest.plan if e.placement == "same-node")
-    assert netns_trial._cpus(exp, STATE, cross) == exp.pinning_for("cross-node").model_dump()
-    assert netns_trial._cpus(exp, STATE, same)["client_sidecar"] == "1"
+    assert step.cpus_for(exp, STATE, _slot(cross)) == exp.pinning_for("cross-node").model_dump()
+    assert step.cpus_for(exp, STATE, _slot(same))["client_sidecar"] == "1"
     duet = exp.model_copy(update={"design": "duet"})
     two = cross.model_copy(update={"pair": 2})
-    assert netns_trial._cpus(duet, STATE, two) == STATE["cpus"]["2"]
+    assert step.cpus_for(duet, STATE, _slot(two)) == STATE.cpus["2"]
     assert manifest.pinning == {p: exp.pinning_for(p).model_dump() for p in exp.placement}
 
 
-def test_the_testbed_state_names_both_nodes_and_old_states_have_one() -> None:
-    assert tb_state.node_names(STATE) == ["node", "node2"]
-    assert tb_state.netns_of(STATE, "node2") == "meshlab-node2"
-    assert tb_state.netns_of(STATE, "server") == "meshlab-server"
-    assert tb_state.check_pod(STATE, "node2") is None
+def test_the_testbed_state_names_both_nodes_and_refuses_an_old_file(tmp_path: Path) -> None:
+    assert STATE.node_names() == ["node", "node2"]
+    assert STATE.netns_of("node2") == "meshlab-node2"
+    assert STATE.netns_of("server") == "meshlab-server"
+    assert STATE.pod("node2") is None
     with pytest.raises(MeshlabError, match="expected one of: node, node2, client, server"):
-        tb_state.check_pod(STATE, "worker")
-    old = {k: v for k, v in STATE.items() if k != "nodes"}
-    assert tb_state.node_netns(old) == ["meshlab-node"]
+        STATE.pod("worker")
+    assert STATE.components(1)["server_sidecar"].parts[-2:] == ("server", "sidecar")
+    old = tmp_path / "testbed.json"
+    old.write_text(json.dumps({k: v for k, v in STATE.model_dump().items() if k != "nodes"}))
+    with pytest.raises(MeshlabError, match=r"nodes: required field is missing .*testbed up"):
+        tb_state.load(old)
 
 
 def test_a_placement_that_does_not_exist_is_refused_naming_the_choices() -> None:

@@ -7,6 +7,7 @@ import csv
 import json
 import re
 from collections.abc import Callable
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -246,7 +247,7 @@ def test_unknown_schema_version(tmp_path: Path) -> None:
     doc["schema_version"] = 9
     (run_dir / "manifest.json").write_text(json.dumps(doc))
     _one_line_error(
-        run_dir, r"manifest.json: schema_version 9 is not supported \(this meshlab reads 1, 2\)"
+        run_dir, r"manifest.json: schema_version 9 is not supported \(this meshlab reads 1, 2, 3\)"
     )
 
 
@@ -327,18 +328,32 @@ def test_unknown_primary_metric(tmp_path: Path) -> None:
     _one_line_error(run_dir, r"experiment.analysis.primary\[0\]: Input should be 'latency_p50'")
 
 
-def test_too_many_rejections_mark_the_environment_unfit(tmp_path: Path) -> None:
+UNFIT = "environment unfit after 10.2 min of waiting and re-runs (budget 10 min): steal 3 % > 0.5 %"
+
+
+def test_an_unfit_run_says_why_in_the_report(tmp_path: Path) -> None:
     rejects = tuple((r, "ebpf") for r in range(1, 5))
-    run_dir = write_run(tmp_path, SyntheticSpec(rounds=6, reject=rejects, write_samples=False))
+    spec = SyntheticSpec(
+        rounds=6, reject=rejects, write_samples=False, status="environment-unfit", outcome=UNFIT
+    )
+    run_dir = write_run(tmp_path, spec)
     html = build(run_dir).read_text()
-    expected = "<b>Environment unfit.</b> 4 trials were rejected by the noise gates, 33 % of the 12"
-    assert expected in html
+    expected = f"<b>Environment unfit.</b> The run ended {UNFIT}. 4 trials were rejected by the"
+    assert (
+        html_escape(expected, quote=False).replace("&lt;b&gt;", "<b>").replace("&lt;/b&gt;", "</b>")
+        in html
+    )
     assert json.loads((run_dir / "derived" / "stats.json").read_text())["environment_unfit"]
+    # rejections alone (the budget not spent) do not make a run unfit
+    fine = write_run(tmp_path / "b", SyntheticSpec(rounds=6, reject=rejects, write_samples=False))
+    assert "Environment unfit" not in build(fine).read_text()
 
 
 def test_a_run_whose_every_trial_was_rejected_still_reports(tmp_path: Path) -> None:
     rejects = tuple((r, arm) for r in (1, 2) for arm in ("iptables", "ebpf"))
-    spec = SyntheticSpec(rounds=2, reject=rejects, requeue=False, status="environment-unfit")
+    spec = SyntheticSpec(
+        rounds=2, reject=rejects, requeue=False, status="environment-unfit", outcome=UNFIT
+    )
     html = build(write_run(tmp_path, spec)).read_text()
-    expected = "<b>Environment unfit.</b> 4 trials were rejected by the noise gates, 100 % of the 4"
+    expected = f"The run ended {html_escape(UNFIT, quote=False)}. 4 trials were rejected by the"
     assert expected in html

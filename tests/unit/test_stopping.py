@@ -9,7 +9,12 @@ from pathlib import Path
 
 from meshlab.analysis.synthetic import SyntheticSpec, write_run
 from meshlab.experiment import engine
-from meshlab.record import store
+from meshlab.experiment.state import RunState
+from meshlab.record.rundir import RunDir
+
+
+def _next(run_dir: Path) -> dict:
+    return engine.next_step(RunState.load(RunDir(run_dir))).model_dump()
 
 
 def _adaptive(tmp_path: Path, half_width: float, keep_rounds: int) -> Path:
@@ -30,28 +35,28 @@ def _adaptive(tmp_path: Path, half_width: float, keep_rounds: int) -> Path:
 
 def test_a_block_whose_intervals_are_narrow_stops_at_the_look(tmp_path: Path) -> None:
     run_dir = _adaptive(tmp_path, half_width=20.0, keep_rounds=8)
-    nxt = engine.next_step(run_dir)
+    nxt = _next(run_dir)
     assert nxt["done"] is True and nxt["stopped_early"] == ["1000rps/50x500/same-node"]
-    (state,) = store.load_manifest(run_dir).stopping.values()
+    (state,) = RunDir(run_dir).load_manifest().stopping.values()
     assert state.stopped and state.rounds == 8 and state.half_width_percent < 20
     assert "stopped after 8 paired rounds" in state.reason
-    assert engine.finish(run_dir)["status"] == "complete"
+    assert engine.finish(run_dir).status == "complete"
 
 
 def test_a_block_keeps_going_until_its_target_and_forecasts_rounds(tmp_path: Path) -> None:
     run_dir = _adaptive(tmp_path, half_width=0.01, keep_rounds=8)
-    nxt = engine.next_step(run_dir)
+    nxt = _next(run_dir)
     assert nxt["done"] is False
     assert nxt["stop"]["target_percent"] == 0.01 and nxt["stop"]["half_width_percent"] > 0.01
     assert nxt["stop"]["rounds_left"] == 4  # capped at the rounds the plan holds
-    (state,) = store.load_manifest(run_dir).stopping.values()
+    (state,) = RunDir(run_dir).load_manifest().stopping.values()
     assert not state.stopped and "next look at 10" in state.reason
 
 
 def test_between_looks_nothing_stops_and_a_resume_keeps_the_state(tmp_path: Path) -> None:
     run_dir = _adaptive(tmp_path, half_width=20.0, keep_rounds=9)  # 9 is not a look
-    assert engine.next_step(run_dir)["done"] is False
+    assert _next(run_dir)["done"] is False
     engine.finish(run_dir, interrupted=True)
-    resumed = engine.init(Path("unused.yml"), tmp_path, run_dir, "netns")
-    assert resumed["done"] == 18
-    assert store.load_manifest(run_dir).stopping  # carried in the manifest
+    resumed = engine.init(Path("unused.yml"), tmp_path, run_dir, "local")
+    assert resumed.done == 18
+    assert RunDir(run_dir).load_manifest().stopping  # carried in the manifest

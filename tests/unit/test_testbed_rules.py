@@ -6,8 +6,8 @@ import pytest
 
 from meshlab.core.flood import Flood, parse_flood
 from meshlab.errors import MeshlabError
-from meshlab.testbed import rules
-from meshlab.testbed.iptables import _services, parse
+from meshlab.testbeds.local import rules
+from meshlab.testbeds.local.iptables import _services, parse
 
 
 @pytest.mark.parametrize(

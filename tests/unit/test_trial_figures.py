@@ -15,12 +15,14 @@ import trial_fixtures as tf
 
 from meshlab.core import cpuwindow
 from meshlab.core.procstat import BUSY_MODES, USER_HZ, read_jsonl
-from meshlab.experiment import measure, sidecar_log
-from meshlab.experiment.judge import Evidence, judge
-from meshlab.experiment.trialdir import TrialSlot
 from meshlab.k6.schedule import schedule_lag
-from meshlab.record import spec, store
-from meshlab.record.format import PlanEntry
+from meshlab.record import spec
+from meshlab.record.format import PlanEntry, now_iso
+from meshlab.record.rundir import TrialDir
+from meshlab.trial import gates as measure
+from meshlab.trial import sidecar_log
+from meshlab.trial.judge import Evidence, judge
+from meshlab.trial.slot import TrialSlot
 
 RECORDED = Path(__file__).parent / "fixtures" / "ab37225-001-iptables-r01"
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yml"
@@ -63,7 +65,7 @@ def test_tick_sampled_busy_time_is_less_than_what_the_cgroups_used() -> None:
 def test_a_schema_1_trial_is_read_with_todays_figures(tmp_path: Path) -> None:
     tdir = tmp_path / "run" / "trials" / "001-iptables-r01"
     shutil.copytree(RECORDED, tdir)
-    record = store.read_trial(tdir)
+    record = TrialDir(tdir).read_record()
     assert record.schema_version == 2 and record.window.source == "planned"
     assert record.cpu["node_total"].cpu_seconds == pytest.approx(10.64, abs=0.01)  # was 8.68
     assert record.node is not None and record.node.source == "idle complement"
@@ -159,8 +161,8 @@ def _judged(tmp_path: Path, **doctor: Any) -> dict[str, Any]:
     seconds = lp.warmup_s + lp.duration_s + 2
     per_s = doctor.pop("component_cpu_per_s", 0.1)
     evidence = Evidence(
-        started_at=store.now_iso(),
-        ended_at=store.now_iso(),
+        started_at=now_iso(),
+        ended_at=now_iso(),
         planned_start=tf.T0 + lp.warmup_s,
         settle=doctor.pop("settle", CALM_SETTLE),
         stat_rows=doctor.pop("stat_rows", tf.proc_stat_rows("host", seconds)),  # 4 CPUs, 20 % busy
@@ -173,7 +175,7 @@ def _judged(tmp_path: Path, **doctor: Any) -> dict[str, Any]:
         **doctor,
     )
     entry = PlanEntry(index=0, round=1, arm="iptables", load_point=lp.name, flood="off")
-    judge(exp, lp, TrialSlot(entry, 1, "000-iptables-r01", tdir), evidence)
+    judge(exp, lp, TrialSlot(entry, 1, "000-iptables-r01", TrialDir(tdir)), evidence)
     return json.loads((tdir / "trial.json").read_text())
 
 

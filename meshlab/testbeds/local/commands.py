@@ -1,4 +1,4 @@
-"""`meshlab testbed ...`: drive the testbed playbooks and read the testbed's state."""
+"""`meshlab testbed ...`: drive the testbed playbooks, switch arms, read the testbed's state."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import subprocess
 from typing import Any
 
 from meshlab import ansible
+from meshlab.core.arms import needs_ebpf
 from meshlab.core.flood import parse_flood
 from meshlab.core.placement import PLACEMENTS
 from meshlab.errors import MeshlabError
-from meshlab.testbed import lease
-from meshlab.testbed import state as tb_state
+from meshlab.testbeds.local import dataplane as arms
+from meshlab.testbeds.local import lease
+from meshlab.testbeds.local import state as tb_state
 
 
 def _arm(dataplane: str) -> str:
@@ -18,7 +20,7 @@ def _arm(dataplane: str) -> str:
         raise MeshlabError(
             f"--dataplane: {dataplane!r} is not an arm; expected one of {', '.join(tb_state.ARMS)}"
         )
-    if dataplane != "iptables":
+    if needs_ebpf(dataplane):
         # Fails in one line naming the missing kernel or toolchain feature, before anything
         # changes: the testbed stays in the arm it is in.
         from meshlab.ebpf import features
@@ -57,12 +59,12 @@ def up(
         )
 
 
-def _layout_of(recorded: dict[str, Any]) -> dict[str, Any]:
+def _layout_of(recorded: tb_state.LocalState | None) -> dict[str, Any]:
     """The variables that shape the topology, as the running testbed has them (a command
     that only changes the arm or flood must not move pods or drop pair 2)."""
     return {
-        "meshlab_testbed_duet": bool(recorded.get("duet", False)),
-        "meshlab_testbed_placement": recorded.get("placement", "same-node"),
+        "meshlab_testbed_duet": recorded.duet if recorded else False,
+        "meshlab_testbed_placement": recorded.placement if recorded else "same-node",
     }
 
 
@@ -70,18 +72,18 @@ def _layout_of_recorded() -> dict[str, Any]:
     try:
         return _layout_of(tb_state.load())
     except MeshlabError:
-        return _layout_of({})
+        return _layout_of(None)
 
 
-def set_dataplane(dataplane: str, pairs: list[int] | None = None) -> ansible.PlaybookRun:
+def set_dataplane(dataplane: str, pairs: list[int] | None = None) -> arms.ArmChange:
+    """The arm applied in this process (the same code every trial step runs)."""
     tb_state.require_root()
-    current = tb_state.load()
     arm = _arm(dataplane)
-    extravars: dict[str, Any] = {"meshlab_testbed_dataplane": arm, **_layout_of(current)}
-    if pairs:
-        extravars["meshlab_testbed_pairs"] = pairs
     with lease.holding(f"meshlab testbed dataplane {arm}"):
-        return ansible.run_playbook("playbooks/dataplane.yml", extravars, title=f"dataplane {arm}")
+        current = tb_state.load()
+        change = arms.apply(current, arm, pairs)
+        tb_state.save(current)
+    return change
 
 
 def set_flood(flood: str) -> ansible.PlaybookRun:
@@ -112,13 +114,12 @@ def exec_in_pod(pod: str, argv: list[str]) -> int:
     if not argv:
         raise MeshlabError("exec: no command given; usage: meshlab testbed exec POD -- CMD...")
     current = tb_state.load()
-    record = tb_state.check_pod(current, pod)
-    netns = tb_state.netns_of(current, pod)
+    record = current.pod(pod)
+    netns = current.netns_of(pod)
     if record is None:  # a node namespace has no sidecar, cgroup or pinning
         return subprocess.call(["nsenter", f"--net=/run/netns/{netns}", "--", *argv])
     # A client pod's app is the load generator, pinned with k6; a server pod's app is nginx.
-    component = "k6" if record["role"] == "client" else "app"  # testbed layout keys
-    cpus = current["cpus"][str(record["pair"])][component]
-    launcher = f"{current['run_dir']}/bin/podexec"
-    cgroup = f"{current['cgroup_root']}/{pod}/app"
-    return subprocess.call([launcher, netns, cgroup, cpus, "-", *argv])
+    component = "k6" if record.role == "client" else "app"  # testbed layout keys
+    cpus = current.cpus[str(record.pair)][component]
+    cgroup = str(current.cgroup(pod, "app"))
+    return subprocess.call([current.podexec(), netns, cgroup, cpus, "-", *argv])

@@ -5,7 +5,9 @@ same arguments on every testbed)."""
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit, urlunsplit
 
+from meshlab.errors import MeshlabError
 from meshlab.record.spec import LoadPoint
 
 # k6 gets this long beyond warm-up + measured window before it is killed.
@@ -106,3 +108,11 @@ def run_args(csv_out: str, summary_out: str, script_path: str) -> list[str]:
 
 def time_limit_s(lp: LoadPoint) -> int:
     return lp.warmup_s + lp.duration_s + TIME_LIMIT_GRACE_S
+
+
+def with_path(url: str, path: str) -> str:
+    """`url` with its path replaced by the load point's path (the target is the same server)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise MeshlabError(f"target URL {url!r}: expected http://HOST[:PORT][/PATH]")
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))

@@ -1,5 +1,5 @@
-"""The experiment engine's cloud adapter (testbed `k8s`): what fits the cluster, a trial's
-preparation, and judging a trial from the raw files the playbook fetched from the nodes.
+"""The cloud testbed's trials: what fits the cluster, a trial's preparation, and judging a
+trial from the raw files the playbook fetched from the nodes.
 
 playbooks/tasks/trial_cluster.yml drives one plan step:
 
@@ -28,27 +28,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from meshlab.core import atomic
 from meshlab.core.arms import CLOUD_DATAPLANES
 from meshlab.core.procstat import read_jsonl
 from meshlab.errors import MeshlabError
-from meshlab.experiment import load
-from meshlab.experiment.judge import Evidence, judge
-from meshlab.experiment.trialdir import (
-    TrialSlot,
-    load_point,
-    open_trial,
-    slot_of,
-    with_path,
-    write_load_script,
-)
-from meshlab.record import store
-from meshlab.record.format import COMPONENTS, Manifest, PlanEntry, TrialRecord
+from meshlab.record.format import COMPONENTS, Manifest, TrialRecord, iso_of
+from meshlab.record.rundir import TrialDir
 from meshlab.record.spec import Experiment
+from meshlab.trial import load
+from meshlab.trial.judge import Evidence, judge
+from meshlab.trial.slot import TrialSlot
 
 # The arm switch on the cluster: the merbridge role's state per dataplane.
 MERBRIDGE_STATE = dict(zip(CLOUD_DATAPLANES, ("absent", "present"), strict=True))
-K6_FILES = ("k6-raw.csv.gz", "k6-summary.json")
+K6_FILES = TrialDir.K6_FILES
 RAW_DIR_NAME = ".raw"
 SAMPLE_INTERVAL_S = 0.2  # as on the local testbed: the window's edges are interpolated
 
@@ -83,20 +75,21 @@ def check_fits(exp: Experiment, source: str) -> None:
 
 
 def prepare(
-    run_dir: Path, manifest: Manifest, entry: PlanEntry, target_url: str, k6_memory_limit: int
+    manifest: Manifest, slot: TrialSlot, target_url: str, k6_memory_limit: int
 ) -> dict[str, Any]:
     """Create the trial dir and its load.js; say what the playbook needs to run k6."""
     exp = manifest.experiment
-    lp = load_point(exp, entry.load_point)
-    url = with_path(target_url, lp.path)
-    slot = open_trial(run_dir, manifest.plan, entry)
-    script = write_load_script(slot, lp, url)
+    entry = slot.entry
+    lp = exp.load_point(entry.load_point)
+    url = load.with_path(target_url, lp.path)
+    slot.dir.open_empty()
+    script = slot.dir.write_load_script(load.script(lp, url))
     dataplane = exp.arms[entry.arm].dataplane
     return {
         "index": entry.index,
         "trial_id": slot.id,
-        "dir": str(slot.dir.resolve()),
-        "raw_dir": str((slot.dir / RAW_DIR_NAME).resolve()),
+        "dir": str(slot.dir.path.resolve()),
+        "raw_dir": str((slot.dir.path / RAW_DIR_NAME).resolve()),
         "load_js": str(script.resolve()),
         "url": url,
         "arm": entry.arm,
@@ -104,7 +97,7 @@ def prepare(
         "merbridge_state": MERBRIDGE_STATE.get(dataplane),
         "flood": entry.flood.as_dict(),
         # Paths relative to the node's trial directory (the node agent runs k6 there).
-        "k6_args": load.run_args(K6_FILES[0], K6_FILES[1], "load.js"),
+        "k6_args": load.run_args(K6_FILES[0], K6_FILES[1], TrialDir.LOAD_SCRIPT),
         "k6_env": [f"{k}={v}" for k, v in load.k6_env(lp, k6_memory_limit).items()],
         "sample_interval_s": SAMPLE_INTERVAL_S,
         "time_limit_s": load.time_limit_s(lp),
@@ -177,24 +170,23 @@ def _settle(raw: Path, problems: list[str]) -> dict[str, Any]:
 def _place_k6_files(raw: Path, slot: TrialSlot, problems: list[str]) -> str:
     for name in K6_FILES:
         if (raw / name).exists():
-            (raw / name).replace(slot.dir / name)  # same file system: atomic
+            (raw / name).replace(slot.dir.file(name))  # same file system: atomic
         else:
             problems.append(f"{name} missing: not fetched from the load-test node")
-    path = raw / "k6-output.txt"
+    path = raw / TrialDir.K6_OUTPUT
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def ingest(run_dir: Path, manifest: Manifest, entry: PlanEntry, raw: Path) -> TrialRecord:
+def ingest(manifest: Manifest, slot: TrialSlot, raw: Path) -> TrialRecord:
     """Judge `entry` from the fetched files in `raw`; write the trial dir as the local testbed
     does, trial.json last. Missing or broken inputs reject the trial, naming what was missing;
     they never raise."""
     exp = manifest.experiment
-    lp = load_point(exp, entry.load_point)
-    slot = slot_of(run_dir, manifest.plan, entry)
-    if not slot.dir.is_dir():
-        raise MeshlabError(f"{slot.dir}: no such trial directory (run `prepare` first)")
-    if (slot.dir / "trial.json").exists():
-        raise MeshlabError(f"{slot.dir}: already judged (trial.json exists)")
+    lp = exp.load_point(slot.entry.load_point)
+    if not slot.dir.path.is_dir():
+        raise MeshlabError(f"{slot.dir.path}: no such trial directory (run `prepare` first)")
+    if slot.dir.finished:
+        raise MeshlabError(f"{slot.dir.path}: already judged ({slot.dir.TRIAL} exists)")
     if not raw.is_dir():
         raise MeshlabError(f"{raw}: no such directory of fetched raw files")
     problems: list[str] = []
@@ -232,15 +224,14 @@ def ingest(run_dir: Path, manifest: Manifest, entry: PlanEntry, raw: Path) -> Tr
     stat_rows = [r for h in measured for r in stat_all.get(h, [])]
 
     # The raw sample files, complete, then trial.json (judge) last.
-    atomic.write_jsonl(slot.dir / "proc-stat.jsonl", stat_rows)
-    atomic.write_jsonl(slot.dir / "cgroup-cpu.jsonl", cg_rows)
-    atomic.write_bytes(slot.dir / "k6-output.txt", k6_output.encode())
-    if raw.resolve().parent == slot.dir.resolve():
+    slot.dir.write_samples(stat_rows, cg_rows)
+    slot.dir.write_k6_output(k6_output)
+    if raw.resolve().parent == slot.dir.path.resolve():
         shutil.rmtree(raw)  # the fetch staging area inside the trial dir is scratch
 
     evidence = Evidence(
-        started_at=store.iso_of(started),
-        ended_at=store.iso_of(ended),
+        started_at=iso_of(started),
+        ended_at=iso_of(ended),
         planned_start=started + lp.warmup_s,
         settle=settled,
         stat_rows=stat_rows,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from meshlab.core.flood import parse_flood
 from meshlab.ebpf.capture import raw_table
 from meshlab.errors import MeshlabError
-from meshlab.testbed import rules
+from meshlab.testbeds.local import rules
 
 # iptables-save prints statistic probabilities from a 32-bit fixed point (0.02000000002 for
 # kube-proxy's 0.0200000000): compare them at a precision both sides agree on.

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from meshlab.core.procstat import USER_HZ, cgroup_row, parse_proc_stat, read_task_time, stat_row
+from meshlab.trial.quiet import Snapshot
 
 
 class Sampler:
@@ -60,19 +61,13 @@ class Sampler:
         self._thread.join()
 
 
-def cpu_busy_now(seconds: float = 1.0) -> float:
-    """The busiest CPU's busy % over `seconds` from the precise counters (1 - idle share; the
-    settle gate's idleness check)."""
-
-    def not_busy() -> tuple[float, dict[str, float]]:
-        cpus = parse_proc_stat(Path("/proc/stat").read_text())
-        return time.time(), {
-            c: sum(v[m] for m in ("idle", "iowait", "steal")) / USER_HZ
-            for c, v in cpus.items()
-            if c != "cpu"
-        }
-
-    t0, a = not_busy()
-    time.sleep(seconds)
-    t1, b = not_busy()
-    return max(0.0, max(100.0 * (1 - (b[c] - a[c]) / (t1 - t0)) for c in a))
+def snapshot() -> Snapshot:
+    """Every CPU's idle (+ iowait) and steal seconds now: the quiet-host check's counters
+    (the precise ones; /proc/stat's busy columns are tick-sampled on this kernel)."""
+    cpus = parse_proc_stat(Path("/proc/stat").read_text())
+    t = time.monotonic()
+    return Snapshot(
+        t,
+        {c: (v["idle"] + v["iowait"]) / USER_HZ for c, v in cpus.items() if c != "cpu"},
+        {c: v["steal"] / USER_HZ for c, v in cpus.items() if c != "cpu"},
+    )

@@ -11,7 +11,6 @@ at its two instants), steal, the achieved rate and the requests CPU is divided b
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,26 +18,28 @@ import numpy as np
 
 from meshlab.core import cpuwindow
 from meshlab.errors import MeshlabError
-from meshlab.experiment import measure, sidecar_log
-from meshlab.experiment.trialdir import TrialSlot
 from meshlab.k6.results import Measured, read_measured, summarize
 from meshlab.k6.schedule import schedule_lag
-from meshlab.record import store
 from meshlab.record.format import (
     HOUSEKEEPING,
     CpuAccount,
     CpuFigure,
     FloodRecord,
+    HostProbe,
     LoadGenerator,
     NodeCpu,
     Settle,
     SidecarLatency,
     Steal,
     Summary,
+    Timeline,
     TrialRecord,
     Window,
 )
 from meshlab.record.spec import Experiment, LoadPoint
+from meshlab.trial import gates as gate_rules
+from meshlab.trial import sidecar_log
+from meshlab.trial.slot import TrialSlot
 
 
 @dataclass
@@ -58,6 +59,8 @@ class Evidence:
     pods: dict[str, str]  # client, server
     sidecar_logs: dict[str, np.ndarray] = field(default_factory=dict)  # sidecar_log.parse rows
     problems: list[str] = field(default_factory=list)  # reasons the backend already found
+    timeline: Timeline | None = None  # where the step's time went before the window
+    host_probe: HostProbe | None = None  # the host's speed around the window
 
 
 def _submetric(summary: dict[str, Any], name: str, field_: str) -> float:
@@ -66,25 +69,21 @@ def _submetric(summary: dict[str, Any], name: str, field_: str) -> float:
 
 
 def _k6_summary(slot: TrialSlot, reasons: list[str]) -> dict[str, Any]:
-    path = slot.dir / "k6-summary.json"
-    if not path.exists():
-        return {}
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        reasons.append(f"k6-summary.json unreadable: {err}"[:200])
+        return slot.dir.read_k6_summary() or {}
+    except MeshlabError as err:
+        reasons.append(str(err)[:200])
         return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def _measured(slot: TrialSlot, reasons: list[str]) -> Measured | None:
-    path = slot.dir / "k6-raw.csv.gz"
+    path = slot.dir.file(slot.dir.K6_RAW)
     if not path.exists():
         return None
     try:
         return read_measured(path)
     except MeshlabError as err:
-        reasons.append(str(err).replace(str(slot.dir) + "/", "")[:200])
+        reasons.append(str(err).replace(str(slot.dir.path) + "/", "")[:200])
         return None
 
 
@@ -141,7 +140,7 @@ def judge(exp: Experiment, lp: LoadPoint, slot: TrialSlot, ev: Evidence) -> Tria
     mean, worst = cpuwindow.steal_percent(ev.stat_rows, window.start, window.end)
     steal = {"mean_percent": round(mean, 4), "max_percent": round(worst, 4)}
     node_busy = cpu.get("node_total", {}).get("cpu_seconds")
-    gates, failed_gates = measure.evaluate_gates(
+    gates, failed_gates = gate_rules.evaluate_gates(
         gates=exp.gates,
         rate=lp.rate,
         achieved=achieved,
@@ -149,9 +148,9 @@ def judge(exp: Experiment, lp: LoadPoint, slot: TrialSlot, ev: Evidence) -> Tria
         failed=round(_submetric(summary_doc, "http_req_failed", "passes")),
         steal=steal,
         lag=lag,
-        components_over_node=measure.components_over_node_percent(cpu, node_busy),
-        accounting=measure.accounting_percent(accounts),
-        housekeeping=measure.housekeeping_percent(cpu, window.seconds, HOUSEKEEPING),
+        components_over_node=gate_rules.components_over_node_percent(cpu, node_busy),
+        accounting=gate_rules.accounting_percent(accounts),
+        housekeeping=gate_rules.housekeeping_percent(cpu, window.seconds, HOUSEKEEPING),
     )
     reasons += failed_gates
     if ev.settle.get("timed_out"):
@@ -211,6 +210,8 @@ def judge(exp: Experiment, lp: LoadPoint, slot: TrialSlot, ev: Evidence) -> Tria
         steal=Steal(**steal),
         pinning=ev.pinning,
         pods=ev.pods,
+        timeline=ev.timeline,
+        host_probe=ev.host_probe,
     )
-    store.save_trial(slot.dir, record)
+    slot.dir.save_record(record)
     return record
