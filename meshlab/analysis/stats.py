@@ -10,7 +10,8 @@ Choices (argued in docs/methodology.md):
   of the Walsh averages at the signed-rank test's critical value (Hollander & Wolfe,
   Nonparametric Statistical Methods, 3rd ed. §3.3), with its achieved confidence (it is
   discrete: at n = 8 the "95 %" interval is a 96.1 % one);
-- test: exact Wilcoxon signed-rank (scipy), equivalence by two one-sided signed-rank tests;
+- test: exact Wilcoxon signed-rank (signed_rank.py: exact with ties and zeros, per row),
+  equivalence by two one-sided signed-rank tests;
 - MDE: (t_{1-a/2, n-1} + t_{1-b, n-1}) · sd(d) / √n (t, not normal, quantiles: at n = 8 the
   normal ones understate it by 16 %).
 The paired bootstrap of rounds survives only where two runs are compared (compare.py).
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 from scipy import stats as sps
+
+from meshlab.analysis.signed_rank import critical_value, signed_rank_cdf, signed_rank_p
 
 MIN_ROUNDS = 6  # below this no 95 % signed-rank test or interval exists (2/2^5 > 0.05)
 ALPHA = 0.05
@@ -54,25 +56,6 @@ def hodges_lehmann(d: np.ndarray) -> np.ndarray:
     d = np.atleast_2d(np.asarray(d, dtype=np.float64))
     i, j = np.triu_indices(d.shape[1])
     return np.median((d[:, i] + d[:, j]) / 2.0, axis=1)
-
-
-@cache
-def signed_rank_cdf(n: int) -> np.ndarray:
-    """P(T ≤ t), t = 0 .. n(n+1)/2, of the signed-rank statistic under the null (exact: the
-    number of subsets of {1..n} with rank sum t, over 2^n)."""
-    counts = np.zeros(n * (n + 1) // 2 + 1)
-    counts[0] = 1.0
-    for rank in range(1, n + 1):
-        counts[rank:] = counts[rank:] + counts[:-rank].copy()
-    return np.cumsum(counts) / 2.0**n
-
-
-def critical_value(n: int, alpha: float) -> int | None:
-    """The largest c with P(T ≤ c) ≤ alpha/2 (two-sided signed-rank test at level alpha), or
-    None when even c = 0 is too likely (too few rounds for this level)."""
-    cdf = signed_rank_cdf(n)
-    ok = np.flatnonzero(cdf <= alpha / 2 + 1e-12)
-    return int(ok[-1]) if ok.size else None
 
 
 def exact_ci(d: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
@@ -143,14 +126,9 @@ def percentile_ci(boot: np.ndarray, alpha: float, n: int) -> np.ndarray:
 
 
 def wilcoxon_p(d: np.ndarray, alternative: str = "two-sided") -> np.ndarray:
-    """Signed-rank p per row (exact for n ≤ 50 without ties); rows of all zeros get p = 1."""
-    d = np.atleast_2d(np.asarray(d, dtype=np.float64))
-    p = np.ones(d.shape[0])
-    live = np.any(d != 0, axis=1)
-    if live.any():
-        res = sps.wilcoxon(d[live], axis=1, alternative=alternative, zero_method="wilcox")
-        p[live] = np.nan_to_num(np.asarray(res.pvalue, dtype=np.float64), nan=1.0)
-    return p
+    """Signed-rank p per row, exact with ties and zeros (signed_rank.py); rows of all zeros
+    get p = 1."""
+    return signed_rank_p(d, alternative)
 
 
 def tost_p(d: np.ndarray, margin: float) -> np.ndarray:

@@ -141,3 +141,41 @@ def test_equivalence_is_never_claimed_beside_a_95_interval_leaving_the_margin() 
     )
     st = stats.paired_stats(d, margin)
     assert st.ci95[0, 1] < margin or not stats.equivalent(st.ci95, st.tost_p, margin)[0]
+
+
+def _brute_signed_rank_p(row: np.ndarray, alternative: str = "two-sided") -> float:
+    """Every one of the 2^n sign patterns of the non-zero |d| ranks (mid-ranks for ties): the
+    permutation distribution the exact test must reproduce."""
+    from itertools import product
+
+    from scipy.stats import rankdata
+
+    x = row[row != 0]
+    ranks = rankdata(np.abs(x))
+    observed = ranks[x > 0].sum()
+    t = np.array(list(product((0.0, 1.0), repeat=x.size))) @ ranks
+    below, above = (t <= observed + 1e-9).mean(), (t >= observed - 1e-9).mean()
+    if alternative == "greater":
+        return float(above)
+    if alternative == "less":
+        return float(below)
+    return float(min(1.0, 2 * min(below, above)))
+
+
+def test_wilcoxon_with_ties_and_zeros_is_exact_for_every_row_of_a_batch() -> None:
+    """Integer-µs durations tie and give zero log-ratios; from 14 rounds scipy's `auto` then
+    uses a normal approximation without continuity correction (anti-conservative), and a batch
+    with one tied row switched every row to it. Each row must get its exact permutation p."""
+    rng = np.random.default_rng(19)
+    tied = np.round(rng.normal(0.003, 0.006, (5, 16)), 3)  # ties and zeros at this resolution
+    clean = rng.normal(0.003, 0.006, (1, 16))
+    rows = np.vstack([clean, tied])
+    assert (tied == 0).any() and all(len(set(np.abs(r))) < 16 for r in tied)
+    p = stats.wilcoxon_p(rows)
+    for row, got in zip(rows, p, strict=True):
+        assert got == pytest.approx(_brute_signed_rank_p(row), abs=1e-12)
+    assert stats.wilcoxon_p(clean)[0] == p[0]  # a tied neighbour changes nothing
+    for alternative in ("greater", "less"):
+        one_sided = stats.wilcoxon_p(tied, alternative=alternative)
+        expect = [_brute_signed_rank_p(row, alternative) for row in tied]
+        np.testing.assert_allclose(one_sided, expect, atol=1e-12)
