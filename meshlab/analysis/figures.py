@@ -28,6 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from meshlab.analysis import fmt
 from meshlab.analysis.analyse import Analysis, MetricResult
 from meshlab.analysis.fmt import TIMES, pct
 from meshlab.analysis.run import Cell, Run, Trial
@@ -278,6 +279,14 @@ def _nan(v: float | None) -> float:
 _KIND_COLOR = {"equivalent": "#2E7D32", "inconclusive": "#7F7F7F", "not-enough-rounds": "#BDBDBD"}
 
 
+def _ci_words(analysis: Analysis) -> str:
+    """The intervals' levels as a legend says them: an adaptive run's primaries are at 96 %."""
+    primary = fmt.level(analysis.alpha_primary)
+    if primary == fmt.level(0.05):
+        return f"{primary} CI"
+    return f"{primary} CI for the primary metrics, {fmt.level(0.05)} for the others"
+
+
 def forest(analysis: Analysis) -> Figure_:
     # one header row per pair set, then its metrics
     rows: list[tuple[str, MetricResult | None]] = []
@@ -316,7 +325,9 @@ def forest(analysis: Analysis) -> Figure_:
         if r is None:
             tick.set_fontweight("bold")
     ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_xlabel("change of arm vs baseline (%), with 95 % CI — negative: the arm is lower")
+    ax.set_xlabel(
+        f"change of arm vs baseline (%), with {_ci_words(analysis)} — negative: the arm is lower"
+    )
     ax.grid(axis="x", alpha=0.3)
     handles = [
         Line2D([], [], color=c, marker="o", lw=2, label=k)
@@ -337,10 +348,10 @@ def forest(analysis: Analysis) -> Figure_:
     )
     return Figure_(
         "forest",
-        "Paired ratios with 95 % confidence intervals",
+        "Paired ratios with confidence intervals",
         "Hodges-Lehmann estimate of the per-round paired ratio (arm ÷ baseline) with its exact "
-        "95 % interval (Walsh averages, signed-rank quantiles); the shaded band is the declared "
-        "equivalence margin. Colour follows the verdict.",
+        f"interval ({_ci_words(analysis)}; Walsh averages, signed-rank quantiles); the shaded "
+        "band is the declared equivalence margin. Colour follows the verdict.",
         _png(fig),
     )
 
@@ -494,7 +505,7 @@ _PLACEMENT_MARKER = {"same-node": "o", "cross-node": "s"}
 
 
 def effects(analysis: Analysis) -> Figure_ | None:
-    """The arm's effect (HL estimate, 95 % CI) per placement and flood size, one panel per
+    """The arm's effect (HL estimate, its CI) per placement and flood size, one panel per
     primary metric and load point: where does the advantage come from?"""
     run = analysis.run
     placements = {c.pairs.placement for c in analysis.comparisons}
@@ -557,7 +568,8 @@ def effects(analysis: Analysis) -> Figure_ | None:
         "effects",
         "Effect per placement and flood size",
         "Hodges-Lehmann estimate of each arm's paired change against the baseline, with its exact "
-        "95 % interval, per placement (marker) and flood size; hollow markers have too few "
+        f"{fmt.level(analysis.alpha_primary)} interval, per placement (marker) and flood size; "
+        "hollow markers have too few "
         "rounds for an interval. Same-node is where the eBPF bypass skips the sidecar-to-sidecar "
         "TCP path; across nodes only the app-sidecar hops can gain.",
         _png(fig),

@@ -14,6 +14,11 @@ def pct(log_value: float) -> float:
     return 100.0 * math.expm1(log_value)
 
 
+def level(alpha: float) -> str:
+    """An interval's nominal level as printed: alpha 0.05 -> '95 %', 0.04 -> '96 %'."""
+    return f"{100 * (1 - alpha):.4g} %"
+
+
 def signed_pct(log_value: float | None) -> str:
     if log_value is None or not math.isfinite(log_value):
         return "—"
