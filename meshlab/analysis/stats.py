@@ -12,8 +12,8 @@ Choices (argued in docs/methodology.md):
   discrete: at n = 8 the "95 %" interval is a 96.1 % one);
 - test: exact Wilcoxon signed-rank (signed_rank.py: exact with ties and zeros, per row),
   equivalence by two one-sided signed-rank tests;
-- MDE: (t_{1-a/2, n-1} + t_{1-b, n-1}) · sd(d) / √n (t, not normal, quantiles: at n = 8 the
-  normal ones understate it by 16 %).
+- MDE and rounds needed: the decision rule's own power (power.py), Holm and the exact test's
+  discreteness included.
 The paired bootstrap of rounds survives only where two runs are compared (compare.py).
 """
 
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
+from meshlab.analysis import power as _power
 from meshlab.analysis.signed_rank import critical_value, signed_rank_cdf, signed_rank_p
 
 MIN_ROUNDS = 6  # below this no 95 % signed-rank test or interval exists (2/2^5 > 0.05)
@@ -138,33 +139,33 @@ def tost_p(d: np.ndarray, margin: float) -> np.ndarray:
     return np.maximum(above_lower, below_upper)
 
 
-def mde(sd: np.ndarray, n: int, alpha: float = ALPHA, power: float = POWER) -> np.ndarray:
-    """Minimal detectable effect (log units) for a paired design with n rounds, t quantiles."""
+def mde(
+    sd: np.ndarray, n: int, alpha: float = ALPHA, power: float = POWER, tests: int = 1
+) -> np.ndarray:
+    """Minimal detectable effect (log units): the smallest shift the decision rule (exact
+    interval, exact test, Holm over `tests`) claims in `power` of runs of n rounds at noise sd
+    (power.py: the rule's own power, not a normal formula). inf where no test exists."""
     if n < 2:
         return np.full_like(np.asarray(sd, dtype=np.float64), np.nan)
-    t = sps.t.ppf(1 - alpha / 2, n - 1) + sps.t.ppf(power, n - 1)
-    return t * np.asarray(sd) / math.sqrt(n)
+    sd = np.asarray(sd, dtype=np.float64)
+    factor = _power.mde_sd(n, alpha, tests, power)
+    if not math.isfinite(factor):  # no test at this level: nothing is detectable, even at sd 0
+        return np.full_like(sd, math.inf)
+    return factor * sd
 
 
 def rounds_needed(
-    estimate: float, sd: float, margin: float, alpha: float = ALPHA, power: float = POWER
+    estimate: float,
+    sd: float,
+    margin: float,
+    alpha: float = ALPHA,
+    power: float = POWER,
+    tests: int = 1,
 ) -> float:
-    """Rounds needed to settle a question: either detect `estimate` or show equivalence.
-
-    Normal approximations: detection n = ((z_{1-alpha/2}+z_{1-β})·sd/|θ|)²; equivalence with a
-    true shift θ inside the margin n = ((z_{1-alpha}+z_{1-β})·sd/(m-|θ|))². Returns the smaller
-    (inf if neither can be reached, e.g. sd = 0 with θ = 0 exactly at the margin).
-    """
-    if sd <= 0:
-        return 0.0
-    needs = []
-    if estimate != 0:
-        z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
-        needs.append((z * sd / abs(estimate)) ** 2)
-    if abs(estimate) < margin:
-        z = sps.norm.ppf(1 - alpha) + sps.norm.ppf(power)
-        needs.append((z * sd / (margin - abs(estimate))) ** 2)
-    return min(needs) if needs else math.inf
+    """Rounds at which the decision rule settles the question in `power` of runs: a claimed
+    difference of size `estimate` (Holm over `tests`) or, inside the margin, equivalence (the
+    interval inside ±margin). The smaller; inf if neither can be reached (power.py)."""
+    return _power.rounds_needed(estimate, sd, margin, alpha, tests, power)
 
 
 def min_rounds_exact(tests: int = 1, alpha: float = ALPHA) -> int:

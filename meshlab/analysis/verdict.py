@@ -74,7 +74,14 @@ def held_back_by_holm(
 def _more(more_rounds: float) -> str:
     if not math.isfinite(more_rounds) or more_rounds > MAX_ROUNDS_ADVICE:
         return "the noise is too large to settle this with more rounds"
-    n = max(1, math.ceil(more_rounds))
+    if more_rounds <= 0:
+        # the rounds so far already had 80 % power at this estimate and spread, yet did not
+        # settle it: a forecast from them would be a guess
+        return (
+            "more rounds needed, how many this run cannot forecast (at its spread, its rounds "
+            "should already have settled a change of this size)"
+        )
+    n = math.ceil(more_rounds)
     return f"about {n} more round{'s' if n != 1 else ''} needed"
 
 
