@@ -8,9 +8,9 @@ spec.ADAPTIVE_ALPHA (96 % intervals, labelled so): its stop rule reads widths on
 calibration measured that this keeps the family's false positives under 5 % however often it
 looks.
 
-Outliers: a round whose paired log-ratio is far from the others on a primary metric (modified
-z-score beyond 5) is flagged; the verdicts are recomputed without such rounds and the report
-says whether they hold.
+Outliers: a round whose paired log-ratio is far from the others on a primary metric (a modified
+z-score that pure noise exceeds in 1 of 20 runs of this family and this many rounds) is
+flagged; the verdicts are recomputed without such rounds and the report says whether they hold.
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ class Comparison:
     pairs: PairSet
     results: list[MetricResult]
     outliers: list[int] = field(default_factory=list)  # rounds flagged on a primary metric
+    outlier_z: float | None = None  # the modified z-score a round had to exceed (its family's)
     without_outliers: list[MetricResult] = field(default_factory=list)  # primaries, recomputed
 
     def result(self, key: str) -> MetricResult | None:
@@ -188,7 +189,8 @@ class Analysis:
                 "within the exploratory family",
                 "equivalence": "TOST by signed-rank tests, and the CI (at ci_level) inside the "
                 "margin",
-                "outliers": "modified z-score of the paired log-ratio > 5 (MAD)",
+                "outliers": "modified z-score of the paired log-ratio (MAD) beyond "
+                "outlier_threshold, exceeded in 1 of 20 pure-noise runs of the primary family",
             },
             "environment_unfit": self.environment_unfit,
             "comparisons": [
@@ -203,6 +205,7 @@ class Analysis:
                     "dropped": [{"round": r, "why": why} for r, why in c.pairs.dropped],
                     "duplicate_valid_trials": c.pairs.duplicates,
                     "outlier_rounds": c.outliers,
+                    "outlier_threshold": _num(c.outlier_z),
                     "verdicts_hold_without_outliers": c.robust,
                     "metrics": [r.to_dict() for r in c.results],
                 }
@@ -393,7 +396,8 @@ def _with_outliers(run: Run, ps: PairSet, results: list[MetricResult], alpha: fl
     if ps.n < stats.MIN_ROUNDS or not primaries:
         return comparison
     d = np.vstack([log_ratios(ps, m) for m in primaries])
-    flagged = stats.outlier_rounds(d).any(axis=0)
+    comparison.outlier_z = stats.outlier_threshold(d.shape[1], d.shape[0])
+    flagged = stats.outlier_rounds(d, comparison.outlier_z).any(axis=0)
     comparison.outliers = [r for r, f in zip(ps.rounds, flagged, strict=True) if f]
     if comparison.outliers:
         keep = [i for i, f in enumerate(flagged) if not f]

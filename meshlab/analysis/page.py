@@ -166,6 +166,7 @@ def _comparison(c: Comparison) -> dict[str, Any]:
         "primary": [_row(r) for r in c.results if r.family == PRIMARY],
         "exploratory": [_row(r) for r in c.results if r.family != PRIMARY],
         "outliers": [_outlier(c, rnd) for rnd in c.outliers],
+        "outlier_z": c.outlier_z,
         "robust": c.robust,
         "without": [r.text for r in c.without_outliers],
     }
