@@ -64,8 +64,7 @@ class MetricResult:
 
     @property
     def level(self) -> str:
-        """The interval's nominal level as printed ("95 %"; "96 %" for an adaptive run's
-        primaries): the label every interval of this metric carries."""
+        """The interval's level as every label prints it: "95 %", "96 %" (adaptive primaries)."""
         return fmt.level(self.alpha)
 
     @property
@@ -351,8 +350,7 @@ def _adjust_and_judge(run: Run, arm: str, results: list[MetricResult], margin: f
                 # what this family could detect: Holm over the metrics that entered it
                 r.mde = float(stats.mde(np.array([r.sd]), r.n, r.alpha, tests=len(tested))[0])
         for r in members:
-            # the Holm label names the metrics that were tested, not the ones declared: a
-            # metric short of rounds has no p and does not enter the correction
+            # the metrics tested, not declared: one short of rounds has no p, enters no Holm
             r.family_size = len(tested)
             _judge(run, arm, r, margin)
 
@@ -377,8 +375,7 @@ def _judge(run: Run, arm: str, r: MetricResult, margin: float) -> None:
         r.text = verdict.no_difference(m, run.margin_percent, r.ci95, r.level)
     else:
         r.kind = "inconclusive"
-        # more rounds: where the rule itself (exact test, Holm over the family, or the
-        # interval inside the margin) settles it in 80 % of runs at this estimate and spread
+        # where the rule itself settles it in 80 % of runs at this estimate and spread
         need = stats.rounds_needed(r.estimate, r.sd, margin, r.alpha, tests=r.family_size)
         excludes_zero = r.ci95[0] > 0 or r.ci95[1] < 0
         if excludes_zero and r.wilcoxon_p is not None and r.wilcoxon_p < r.alpha:

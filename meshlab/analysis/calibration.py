@@ -11,7 +11,7 @@ spec.look_alpha gives it (or, to compare, a level a design names).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -159,3 +159,69 @@ def rounds_for(
         if out.detected >= power:
             return n
     return None
+
+
+# --- the host-speed covariate (covariate.py) ------------------------------------------------
+
+
+def probe(
+    rng: np.random.Generator,
+    noise: Noise,
+    timing: Timing,
+    host: np.ndarray,
+    target_r: float,
+    arm_shift: float = 0.0,
+) -> tuple[np.ndarray, float]:
+    """A host-speed probe's paired log-ratio x per round for `host` (s, rounds): the host's
+    slowness plus the probe's own noise, set so that x correlates `target_r` with the p50
+    log-ratio's noise (outlier rounds aside; if even a perfect probe cannot, it gets none), plus
+    `arm_shift`, the part of the arm's effect a probe that is not arm-independent carries.
+    Returns x and the probe's per-trial noise sd."""
+    pilot = draw(
+        np.random.default_rng(0), 4000, 8, noise=replace(noise, outlier_p=0.0), timing=timing
+    )
+    h, d = pilot.host.ravel(), pilot.d[:, 0, :].ravel()
+    cov, var_h, var_d = np.cov(h, d)[0, 1], h.var(), d.var()
+    var_u = (cov**2 / (target_r**2 * var_d) - var_h) / 2
+    sd_u = float(np.sqrt(max(var_u, 0.0)))
+    u = sd_u * (rng.standard_normal(host.shape) - rng.standard_normal(host.shape))
+    return host + u + arm_shift, sd_u
+
+
+@dataclass(frozen=True)
+class CovariateRow:
+    name: str
+    r: float  # median over runs of the correlation of x with the p50 log-ratios
+    raw: Outcome
+    adjusted: Outcome
+    centred: Outcome  # d - beta (x - mean x), textbook CUPED: shown to be invalid here
+
+
+def covariate_run(
+    name: str,
+    rng: np.random.Generator,
+    simulations: int,
+    rounds: int,
+    effects: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    noise: Noise = QUIET,
+    target_r: float = 0.9,
+    arm_shift: float = 0.0,
+) -> CovariateRow:
+    """One fixed design judged raw, cross-fit adjusted (covariate.adjust_many) and adjusted the
+    textbook-CUPED way, on the same simulated runs."""
+    from meshlab.analysis.covariate import adjust_many
+
+    design = Design(f"fixed {rounds}", (rounds,))
+    dr = draw(rng, simulations, rounds, effects, noise, design.timing)
+    x, _ = probe(rng, noise, design.timing, dr.host, target_r, arm_shift)
+    xc = x - x.mean(axis=1, keepdims=True)
+    dc = dr.d - dr.d.mean(axis=2, keepdims=True)
+    beta = (dc * xc[:, None, :]).sum(axis=2, keepdims=True) / (xc**2).sum(axis=1)[:, None, None]
+    r = np.median([np.corrcoef(dr.d[i, 0], x[i])[0, 1] for i in range(min(simulations, 1000))])
+    return CovariateRow(
+        name=name,
+        r=float(r),
+        raw=score(design, dr.d, effects),
+        adjusted=score(design, adjust_many(dr.d, x), effects),
+        centred=score(design, dr.d - beta * xc[:, None, :], effects),
+    )
