@@ -89,6 +89,27 @@ def equivalence_power(effect_sd: float, margin_sd: float, n: int, alpha: float) 
     return float(np.mean((effect_sd + lo > -margin_sd) & (effect_sd + hi < margin_sd)))
 
 
+def settle_power(effect_sd: float, margin_sd: float, n: int, alpha: float, tests: int) -> float:
+    """Share of runs of n rounds the rule settles: it claims the change (Holm over `tests`) or
+    shows equivalence (interval inside ±margin), whichever comes; the two read the same noise
+    samples, so a run that does both counts once. Beyond SIM_MAX_ROUNDS, the larger of the two
+    (a lower bound)."""
+    theta = abs(effect_sd)
+    if n > SIM_MAX_ROUNDS:
+        return max(
+            detect_power(theta, n, alpha, tests), equivalence_power(theta, margin_sd, n, alpha)
+        )
+    c = critical_value(n, alpha)
+    if c is None:
+        return 0.0
+    lo, hi = _bounds(n, c)
+    settled = (theta + lo > -margin_sd) & (theta + hi < margin_sd)
+    c_test = critical_value(n, alpha / max(tests, 1))
+    if c_test is not None:
+        settled |= theta > -_bounds(n, c_test)[0]
+    return float(settled.mean())
+
+
 def mde_sd(n: int, alpha: float, tests: int = 1, power: float = 0.8) -> float:
     """The smallest shift, in sds of d, that the rule claims in `power` of the runs of n
     rounds (inf when no test exists at this level)."""
@@ -139,21 +160,20 @@ def rounds_needed(
 ) -> float:
     """Rounds at which the rule settles the question in `power` of the runs, if the truth is
     `estimate` and the noise `sd` (log units): a claimed difference (Holm over `tests`) or,
-    when the estimate lies inside the margin, equivalence. The smaller of the two; inf when
-    neither can be reached."""
+    when the estimate lies inside the margin, either that or equivalence; inf when neither can
+    be reached."""
     if not (math.isfinite(estimate) and math.isfinite(sd)):
         return math.inf
     if sd <= 0:
         return 0.0
     theta, m = abs(estimate) / sd, margin / sd
-    needs = [math.inf]
     z_power = sps.norm.ppf(power)
+    guesses = [math.inf]
     if theta > 0:
         z = sps.norm.isf(alpha / (2 * tests))
-        guess = ((z + z_power) / theta) ** 2 * math.pi / 3
-        needs.append(_smallest_n(lambda n: detect_power(theta, n, alpha, tests) >= power, guess))
+        guesses.append(((z + z_power) / theta) ** 2 * math.pi / 3)
     if theta < m:
         z = sps.norm.isf(alpha / 2)
-        guess = ((z + z_power) / (m - theta)) ** 2 * math.pi / 3
-        needs.append(_smallest_n(lambda n: equivalence_power(theta, m, n, alpha) >= power, guess))
-    return min(needs)
+        guesses.append(((z + z_power) / (m - theta)) ** 2 * math.pi / 3)
+        return _smallest_n(lambda n: settle_power(theta, m, n, alpha, tests) >= power, min(guesses))
+    return _smallest_n(lambda n: detect_power(theta, n, alpha, tests) >= power, min(guesses))

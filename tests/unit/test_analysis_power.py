@@ -69,3 +69,18 @@ def test_a_need_already_met_is_not_called_one_more_round() -> None:
     text = verdict.inconclusive(BY_KEY["latency_p50"], -3.0)
     assert "1 more round" not in text and "cannot forecast" in text
     assert "about 4 more rounds needed" in verdict.inconclusive(BY_KEY["latency_p50"], 3.2)
+
+
+def test_inside_the_margin_either_outcome_settles_it() -> None:
+    """-1 % at sd 0.02 with a ±2 % margin: a run settles by a claimed change or by equivalence;
+    the forecast counts either (the branches alone would ask 37 rounds)."""
+    sd, effect = 0.02, math.log(0.99)
+    n = int(stats.rounds_needed(effect, sd, MARGIN, tests=3))
+    assert 15 <= n <= 25
+    rng = np.random.default_rng(6)
+    d = rng.normal(0.0, sd, (RUNS, 3, n))
+    d[:, 0] += effect
+    differs, ci = judge(d, stats.ALPHA)
+    st = stats.paired_stats(d[:, 0, :], MARGIN)
+    settled = (differs[:, 0] & (ci[:, 0, 1] < 0)) | stats.equivalent(st.ci95, st.tost_p, MARGIN)
+    assert settled.mean() >= 0.8 - 0.03
