@@ -193,8 +193,9 @@ class CovariateRow:
     name: str
     r: float  # median over runs of the correlation of x with the p50 log-ratios
     raw: Outcome
-    adjusted: Outcome
-    centred: Outcome  # d - beta (x - mean x), textbook CUPED: shown to be invalid here
+    adjusted: Outcome  # covariate.adjust: x centred on 0 by construction, cross-fitted slope
+    in_sample: Outcome  # the same with one slope fitted on all rounds: it over-fits
+    centred: Outcome  # d - beta (x - mean x), textbook CUPED: invalid in a paired design
 
 
 def covariate_run(
@@ -207,8 +208,8 @@ def covariate_run(
     target_r: float = 0.9,
     arm_shift: float = 0.0,
 ) -> CovariateRow:
-    """One fixed design judged raw, cross-fit adjusted (covariate.adjust_many) and adjusted the
-    textbook-CUPED way, on the same simulated runs."""
+    """One fixed design judged raw, adjusted as covariate.adjust does, and adjusted the two
+    ways it does not (for the record), on the same simulated runs."""
     from meshlab.analysis.covariate import adjust_many
 
     design = Design(f"fixed {rounds}", (rounds,))
@@ -223,5 +224,6 @@ def covariate_run(
         r=float(r),
         raw=score(design, dr.d, effects),
         adjusted=score(design, adjust_many(dr.d, x), effects),
+        in_sample=score(design, dr.d - beta * x[:, None, :], effects),
         centred=score(design, dr.d - beta * xc[:, None, :], effects),
     )

@@ -9,22 +9,24 @@ noisy than d_r. Which form is valid:
   arms, so the mean of d - β·x is the arm's effect θ for any fixed β. This is the form used.
 - d - β·(x - x̄) with the sample mean x̄ (textbook CUPED) is not: in a one-sample paired design
   Σ(x - x̄) = 0, so its mean is exactly d̄ (no gain at all), yet its rounds scatter like the
-  residuals; the exact interval built on them then claims a precision the estimate lacks
-  (calibration: coverage 39-73 %, false positives 32-57 %). CUPED's x̄ works between two
-  independent groups, where it estimates the probe's common mean; here that mean is known, 0.
-- β from the same rounds over-fits: the adjusted rounds scatter less than the estimate varies
-  (calibration: false positives 5.4-7.8 %, coverage 92-94 %). Each round therefore uses the slope
-  fitted on the *other* rounds (cross-fitting, leave one out), with an intercept so that the
-  slope does not depend on θ: the adjusted rounds shift with θ as the raw ones do, and the exact
-  HL interval and Wilcoxon test of stats.py apply unchanged (calibration: false positives
-  <= 4.5 %, coverage >= 94.8 %).
+  residuals; the exact interval built on them then claims a precision the estimate lacks.
+  CUPED's x̄ works between two independent groups, where it estimates the probe's common mean;
+  here that mean is known, 0.
+- β from the same rounds over-fits: the adjusted rounds scatter less than the estimate varies.
+  Each round therefore uses the slope fitted on the *other* rounds (cross-fitting, leave one
+  out), with an intercept so that the slope does not depend on θ: the adjusted rounds shift with
+  θ as the raw ones do, and the exact HL interval and Wilcoxon test of stats.py apply unchanged.
 
-A probe that carries part of the arm's effect (k6's own CPU: 3.4 % lower under ebpf, its hop is
-bypassed too) has E[x] = g != 0 and biases the adjusted effect by -β·g: the calibration's
-false positives reach 48-94 %. adjust() tests x for a shift (the same exact test), but that test
-has little power when the host is noisy: arm-independence must come from the probe's design.
-Adjusted figures may decide a verdict only once the calibration, simulated and on real A/A runs,
-keeps the family's false positives <= 5 % and coverage >= 94 % (docs/methodology.md).
+Measured (`meshlab bench calibration --only covariate`, docs/methodology.md): with a probe
+correlated ~0.9 with the noise, cross-fitting kept coverage >= 95.2 % and family false positives
+at 2.3-4.5 %, except 5.5 % at 8 quiet rounds, and halved the intervals; one in-sample slope gave
+up to 9.2 % and 92.3 %; textbook CUPED 23-48 % and 60-69 %. A probe that carries part of the arm's
+effect (k6's own CPU: 3.4 % lower under ebpf, its hop is bypassed too) biases every adjusted
+effect by -β·ln(0.966): false positives 10-94 %, coverage 6-84 %. adjust() reports the probe's
+own shift between the arms with the exact test, but that test has little power when the host is
+noisy: arm-independence must come from the probe's design. Adjusted figures may decide a
+verdict only where the calibration, simulated and on real A/A runs, keeps the family's false
+positives <= 5 % and coverage >= 94 % (docs/methodology.md).
 """
 
 from __future__ import annotations

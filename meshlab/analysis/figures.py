@@ -279,14 +279,6 @@ def _nan(v: float | None) -> float:
 _KIND_COLOR = {"equivalent": "#2E7D32", "inconclusive": "#7F7F7F", "not-enough-rounds": "#BDBDBD"}
 
 
-def _ci_words(analysis: Analysis) -> str:
-    """The intervals' levels as a legend says them: an adaptive run's primaries are at 96 %."""
-    primary = fmt.level(analysis.alpha_primary)
-    if primary == fmt.level(0.05):
-        return f"{primary} CI"
-    return f"{primary} CI for the primary metrics, {fmt.level(0.05)} for the others"
-
-
 def forest(analysis: Analysis) -> Figure_:
     # one header row per pair set, then its metrics
     rows: list[tuple[str, MetricResult | None]] = []
@@ -325,9 +317,8 @@ def forest(analysis: Analysis) -> Figure_:
         if r is None:
             tick.set_fontweight("bold")
     ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_xlabel(
-        f"change of arm vs baseline (%), with {_ci_words(analysis)} — negative: the arm is lower"
-    )
+    levels = fmt.ci_words(analysis.alpha_primary)
+    ax.set_xlabel(f"change of arm vs baseline (%), with {levels} — negative: the arm is lower")
     ax.grid(axis="x", alpha=0.3)
     handles = [
         Line2D([], [], color=c, marker="o", lw=2, label=k)
@@ -350,8 +341,8 @@ def forest(analysis: Analysis) -> Figure_:
         "forest",
         "Paired ratios with confidence intervals",
         "Hodges-Lehmann estimate of the per-round paired ratio (arm ÷ baseline) with its exact "
-        f"interval ({_ci_words(analysis)}; Walsh averages, signed-rank quantiles); the shaded "
-        "band is the declared equivalence margin. Colour follows the verdict.",
+        f"interval ({levels}; Walsh averages, signed-rank quantiles); the shaded band is the "
+        "declared equivalence margin. Colour follows the verdict.",
         _png(fig),
     )
 
@@ -569,9 +560,8 @@ def effects(analysis: Analysis) -> Figure_ | None:
         "Effect per placement and flood size",
         "Hodges-Lehmann estimate of each arm's paired change against the baseline, with its exact "
         f"{fmt.level(analysis.alpha_primary)} interval, per placement (marker) and flood size; "
-        "hollow markers have too few "
-        "rounds for an interval. Same-node is where the eBPF bypass skips the sidecar-to-sidecar "
-        "TCP path; across nodes only the app-sidecar hops can gain.",
+        "hollow markers have too few rounds for an interval. Same-node is where the eBPF bypass "
+        "skips the sidecar-to-sidecar TCP path; across nodes only the app-sidecar hops can gain.",
         _png(fig),
     )
 

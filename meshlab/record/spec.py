@@ -73,10 +73,10 @@ class LoadPoint(_Strict):
 ALPHA = 0.05
 # An adaptive run judges every look at this level, not at 0.05/looks: its stop rule reads the
 # intervals' widths only, never a sign or a p. Chosen by simulation with the decision code
-# (docs/methodology.md, "Adaptive stopping"): at 0.04 the family's false positives stayed
-# <= 4.3 % and coverage >= 94.9 % for every target width tried, up to 34 looks; at 0.05 they
-# reached 5.35 % and 93.7 %; Bonferroni over the looks kept them under 1 % at a large cost in
-# power and in the rounds a first look needs.
+# (docs/methodology.md, "Adaptive stopping"; meshlab bench calibration --only stoprule): at 0.04
+# the family's false positives stayed <= 4.0 % and coverage >= 95.1 % in every noise model and
+# target tried, up to 34 looks; at 0.05 they reached 5.1 % and 93.9 %; Bonferroni over the looks
+# kept them under 1 % but lost 15 points of power and needs more rounds before its first look.
 ADAPTIVE_ALPHA = 0.04
 
 
