@@ -161,7 +161,8 @@ class Stop(_Strict):
     family's error rates with a width-only stop rule (docs/methodology.md)."""
 
     half_width_percent: Annotated[float, Field(gt=0, le=50)]
-    min_rounds: Annotated[int, Field(ge=6, le=1000)] = 6
+    # 8: the fewest at which Holm over the default family of three can decide at a look's 0.04
+    min_rounds: Annotated[int, Field(ge=6, le=1000)] = 8
     every: Annotated[int, Field(ge=1, le=100)] = 2
 
 

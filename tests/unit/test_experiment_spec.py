@@ -180,6 +180,10 @@ def test_an_adaptive_design_that_could_never_decide_is_refused(
     assert ok.looks() == [fewest, fewest + 1]
     with pytest.raises(MeshlabError, match=rf"stop.min_rounds \({fewest - 1}\) is too few"):
         spec.parse({**data, "stop": {**stop, "min_rounds": fewest - 1}}, "x")
+    # the default min_rounds suits the default family
+    assert (
+        spec.parse({**BASE, "rounds": 20, "stop": {"half_width_percent": 1}}, "x").looks()[0] == 8
+    )
     # the smallest two-sided p at `fewest` rounds, times k, is under the level of a look
     k, alpha = len(primary), spec.look_alpha(len(ok.looks()))
     assert k * 2 / 2**fewest < alpha <= k * 2 / 2 ** (fewest - 1)
