@@ -229,7 +229,7 @@ def paired_stats(
 
 
 def differs(ci95: np.ndarray, p: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
-    """A difference is claimed only when the test rejects and the 95 % CI excludes 0."""
+    """A difference is claimed only when the test rejects and the CI (at alpha) excludes 0."""
     ci95 = np.atleast_2d(ci95)
     excludes = (ci95[:, 0] > 0) | (ci95[:, 1] < 0)
     return excludes & (np.asarray(p) < alpha)
@@ -238,7 +238,7 @@ def differs(ci95: np.ndarray, p: np.ndarray, alpha: float = ALPHA) -> np.ndarray
 def equivalent(
     ci95: np.ndarray, p_tost: np.ndarray, margin: float, alpha: float = ALPHA
 ) -> np.ndarray:
-    """Equivalence is claimed when TOST rejects and the 95 % CI itself lies inside ±margin:
+    """Equivalence is claimed when TOST rejects and the CI (at alpha) lies inside ±margin:
     a verdict of "no difference" never stands beside an interval that leaves the margin."""
     ci95 = np.atleast_2d(ci95)
     inside = (ci95[:, 0] > -margin) & (ci95[:, 1] < margin)
