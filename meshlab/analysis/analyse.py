@@ -3,13 +3,14 @@
 Multiplicity: the experiment's primary family (`experiment.analysis.primary`, default p50
 latency, node CPU and sidecar CPU per request) answers its question: Holm-corrected within
 that family only. Every other metric is exploratory, Holm-corrected within its own family and
-labelled so. An adaptive run (`experiment.stop`) spends alpha over its looks: the primary
-family's intervals and tests are at 0.05 / looks (Bonferroni across looks), so looking after
-every round does not make a verdict more likely than claimed.
+labelled so. An adaptive run (`experiment.stop`) judges its primary family at every look at
+spec.ADAPTIVE_ALPHA (96 % intervals, labelled so): its stop rule reads widths only, and the
+calibration measured that this keeps the family's false positives under 5 % however often it
+looks.
 
-Outliers: a round whose paired log-ratio is far from the others on a primary metric (modified
-z-score beyond 5) is flagged; the verdicts are recomputed without such rounds and the report
-says whether they hold.
+Outliers: a round whose paired log-ratio is far from the others on a primary metric (a modified
+z-score that pure noise exceeds in 1 of 20 runs of this family and this many rounds) is
+flagged; the verdicts are recomputed without such rounds and the report says whether they hold.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from meshlab.analysis import stats, verdict
+from meshlab.analysis import fmt, stats, verdict
 from meshlab.analysis.fmt import pct
 from meshlab.analysis.metrics import METRICS, Metric
 from meshlab.analysis.pairing import PairSet, build_pairs
 from meshlab.analysis.run import Run, Trial
+from meshlab.record.spec import look_alpha
 
 PRIMARY, EXPLORATORY = "primary", "exploratory"
 
@@ -61,8 +63,13 @@ class MetricResult:
         return self.mde if self.ci95 is not None else None
 
     @property
+    def level(self) -> str:
+        """The interval's level as every label prints it: "95 %", "96 %" (adaptive primaries)."""
+        return fmt.level(self.alpha)
+
+    @property
     def half_width_percent(self) -> float | None:
-        """Half the 95 % interval's width, in percentage points of the change."""
+        """Half the interval's width (at its level), in percentage points of the change."""
         if self.ci95 is None:
             return None
         return (pct(self.ci95[1]) - pct(self.ci95[0])) / 2
@@ -81,6 +88,7 @@ class MetricResult:
             "ci95_percent": [p(v) for v in self.ci95] if self.ci95 else None,
             "ci90_percent": [p(v) for v in self.ci90] if self.ci90 else None,
             "ci95_confidence": _num(self.confidence95),
+            "ci_level": round(1 - self.alpha, 6),  # nominal level of the ci95_* interval
             "alpha": self.alpha,
             "wilcoxon_p": _num(self.wilcoxon_p),
             "p_adjusted": _num(self.p_adjusted),
@@ -102,6 +110,7 @@ class Comparison:
     pairs: PairSet
     results: list[MetricResult]
     outliers: list[int] = field(default_factory=list)  # rounds flagged on a primary metric
+    outlier_z: float | None = None  # the modified z-score a round had to exceed (its family's)
     without_outliers: list[MetricResult] = field(default_factory=list)  # primaries, recomputed
 
     def result(self, key: str) -> MetricResult | None:
@@ -175,8 +184,10 @@ class Analysis:
                 "interval": "exact signed-rank interval (order statistics of Walsh averages)",
                 "test": "exact Wilcoxon signed-rank; Holm within the primary family and "
                 "within the exploratory family",
-                "equivalence": "TOST by signed-rank tests, and the 95 % CI inside the margin",
-                "outliers": "modified z-score of the paired log-ratio > 5 (MAD)",
+                "equivalence": "TOST by signed-rank tests, and the CI (at ci_level) inside the "
+                "margin",
+                "outliers": "modified z-score of the paired log-ratio (MAD) beyond "
+                "outlier_threshold, exceeded in 1 of 20 pure-noise runs of the primary family",
             },
             "environment_unfit": self.environment_unfit,
             "comparisons": [
@@ -191,6 +202,7 @@ class Analysis:
                     "dropped": [{"round": r, "why": why} for r, why in c.pairs.dropped],
                     "duplicate_valid_trials": c.pairs.duplicates,
                     "outlier_rounds": c.outliers,
+                    "outlier_threshold": _num(c.outlier_z),
                     "verdicts_hold_without_outliers": c.robust,
                     "metrics": [r.to_dict() for r in c.results],
                 }
@@ -218,9 +230,9 @@ def _num(x: float | None) -> float | None:
 
 
 def primary_alpha(run: Run) -> tuple[float, list[int]]:
-    """The primary family's level and the looks it is spent over (one look: 0.05)."""
+    """The primary family's level at every look, and the looks (one look: 0.05)."""
     looks = run.manifest.experiment.looks()
-    return stats.ALPHA / len(looks), looks
+    return look_alpha(len(looks)), looks
 
 
 def analyse(run: Run, resamples: int = stats.RESAMPLES, keep_boot: bool = False) -> Analysis:
@@ -333,8 +345,11 @@ def _adjust_and_judge(run: Run, arm: str, results: list[MetricResult], margin: f
             adjusted = stats.holm(np.array([r.wilcoxon_p for r in tested]))
             for r, p in zip(tested, adjusted, strict=True):
                 r.p_adjusted = float(p)
+                # what this family could detect: Holm over the metrics that entered it
+                r.mde = float(stats.mde(np.array([r.sd]), r.n, r.alpha, tests=len(tested))[0])
         for r in members:
-            r.family_size = len(members)
+            # the metrics tested, not declared: one short of rounds has no p, enters no Holm
+            r.family_size = len(tested)
             _judge(run, arm, r, margin)
 
 
@@ -350,23 +365,21 @@ def _judge(run: Run, arm: str, r: MetricResult, margin: float) -> None:
     )
     if r.differs:
         r.kind = m.direction_words(r.estimate < 0)
-        r.text = verdict.difference(m, arm, r.estimate, r.ci95)
+        r.text = verdict.difference(m, arm, r.estimate, r.ci95, r.level)
         if r.equivalent:
             r.text += f", inside the ±{run.margin_percent:g} % margin"
     elif r.equivalent:
         r.kind = "equivalent"
-        r.text = verdict.no_difference(m, run.margin_percent, r.ci95)
+        r.text = verdict.no_difference(m, run.margin_percent, r.ci95, r.level)
     else:
         r.kind = "inconclusive"
-        # more rounds: enough for the effect (or equivalence) and for the exact test to be able
-        # to reach its Holm-adjusted level at all
-        need = max(
-            stats.rounds_needed(r.estimate, r.sd, margin, r.alpha),
-            stats.min_rounds_exact(r.family_size, r.alpha),
-        )
+        # where the rule itself settles it in 80 % of runs at this estimate and spread
+        need = stats.rounds_needed(r.estimate, r.sd, margin, r.alpha, tests=r.family_size)
         excludes_zero = r.ci95[0] > 0 or r.ci95[1] < 0
         if excludes_zero and r.wilcoxon_p is not None and r.wilcoxon_p < r.alpha:
-            r.text = verdict.held_back_by_holm(m, arm, r.estimate, r.ci95, r.family, need - r.n)
+            r.text = verdict.held_back_by_holm(
+                m, arm, r.estimate, r.ci95, r.family, need - r.n, r.level
+            )
         else:
             r.text = verdict.inconclusive(m, need - r.n)
 
@@ -378,7 +391,8 @@ def _with_outliers(run: Run, ps: PairSet, results: list[MetricResult], alpha: fl
     if ps.n < stats.MIN_ROUNDS or not primaries:
         return comparison
     d = np.vstack([log_ratios(ps, m) for m in primaries])
-    flagged = stats.outlier_rounds(d).any(axis=0)
+    comparison.outlier_z = stats.outlier_threshold(d.shape[1], d.shape[0])
+    flagged = stats.outlier_rounds(d, comparison.outlier_z).any(axis=0)
     comparison.outliers = [r for r, f in zip(ps.rounds, flagged, strict=True) if f]
     if comparison.outliers:
         keep = [i for i, f in enumerate(flagged) if not f]

@@ -28,6 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from meshlab.analysis import fmt
 from meshlab.analysis.analyse import Analysis, MetricResult
 from meshlab.analysis.fmt import TIMES, pct
 from meshlab.analysis.run import Cell, Run, Trial
@@ -316,7 +317,8 @@ def forest(analysis: Analysis) -> Figure_:
         if r is None:
             tick.set_fontweight("bold")
     ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_xlabel("change of arm vs baseline (%), with 95 % CI — negative: the arm is lower")
+    levels = fmt.ci_words(analysis.alpha_primary)
+    ax.set_xlabel(f"change of arm vs baseline (%), with {levels} — negative: the arm is lower")
     ax.grid(axis="x", alpha=0.3)
     handles = [
         Line2D([], [], color=c, marker="o", lw=2, label=k)
@@ -337,10 +339,10 @@ def forest(analysis: Analysis) -> Figure_:
     )
     return Figure_(
         "forest",
-        "Paired ratios with 95 % confidence intervals",
+        "Paired ratios with confidence intervals",
         "Hodges-Lehmann estimate of the per-round paired ratio (arm ÷ baseline) with its exact "
-        "95 % interval (Walsh averages, signed-rank quantiles); the shaded band is the declared "
-        "equivalence margin. Colour follows the verdict.",
+        f"interval ({levels}; Walsh averages, signed-rank quantiles); the shaded band is the "
+        "declared equivalence margin. Colour follows the verdict.",
         _png(fig),
     )
 
@@ -494,7 +496,7 @@ _PLACEMENT_MARKER = {"same-node": "o", "cross-node": "s"}
 
 
 def effects(analysis: Analysis) -> Figure_ | None:
-    """The arm's effect (HL estimate, 95 % CI) per placement and flood size, one panel per
+    """The arm's effect (HL estimate, its CI) per placement and flood size, one panel per
     primary metric and load point: where does the advantage come from?"""
     run = analysis.run
     placements = {c.pairs.placement for c in analysis.comparisons}
@@ -557,9 +559,9 @@ def effects(analysis: Analysis) -> Figure_ | None:
         "effects",
         "Effect per placement and flood size",
         "Hodges-Lehmann estimate of each arm's paired change against the baseline, with its exact "
-        "95 % interval, per placement (marker) and flood size; hollow markers have too few "
-        "rounds for an interval. Same-node is where the eBPF bypass skips the sidecar-to-sidecar "
-        "TCP path; across nodes only the app-sidecar hops can gain.",
+        f"{fmt.level(analysis.alpha_primary)} interval, per placement (marker) and flood size; "
+        "hollow markers have too few rounds for an interval. Same-node is where the eBPF bypass "
+        "skips the sidecar-to-sidecar TCP path; across nodes only the app-sidecar hops can gain.",
         _png(fig),
     )
 

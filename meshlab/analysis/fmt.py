@@ -14,6 +14,19 @@ def pct(log_value: float) -> float:
     return 100.0 * math.expm1(log_value)
 
 
+def level(alpha: float) -> str:
+    """An interval's nominal level as printed: alpha 0.05 -> '95 %', 0.04 -> '96 %'."""
+    return f"{100 * (1 - alpha):.4g} %"
+
+
+def ci_words(alpha_primary: float) -> str:
+    """The intervals' levels as a legend says them: an adaptive run's primaries are at 96 %."""
+    primary = level(alpha_primary)
+    if primary == level(0.05):
+        return f"{primary} CI"
+    return f"{primary} CI for the primary metrics, {level(0.05)} for the others"
+
+
 def signed_pct(log_value: float | None) -> str:
     if log_value is None or not math.isfinite(log_value):
         return "—"

@@ -154,6 +154,7 @@ def _row(r: MetricResult) -> dict[str, Any]:
         "label": r.metric.label,
         "family": r.family,
         "kind": r.kind,
+        "level": r.level,
         "confidence": f"{100 * r.confidence95:.1f} %" if r.confidence95 else "—",
         "p_used": fmt.p_value(r.p_adjusted)
         + (f" (Holm, {r.family_size})" if r.p_adjusted is not None else ""),
@@ -168,6 +169,7 @@ def _comparison(c: Comparison) -> dict[str, Any]:
         "primary": [_row(r) for r in c.results if r.family == PRIMARY],
         "exploratory": [_row(r) for r in c.results if r.family != PRIMARY],
         "outliers": [_outlier(c, rnd) for rnd in c.outliers],
+        "outlier_z": c.outlier_z,
         "robust": c.robust,
         "without": [r.text for r in c.without_outliers],
     }
@@ -293,11 +295,14 @@ def _stopping(a: Analysis) -> list[str]:
     exp = m.experiment
     if exp.stop is None:
         return []
+    level = fmt.level(a.alpha_primary)
     lines = [
         f"Adaptive design: looks at rounds {', '.join(map(str, a.looks))}; the run stops once "
-        f"every primary metric's 95 % CI half-width is at most ±{exp.stop.half_width_percent:g} "
-        f"%; the primary family is tested at alpha {a.alpha_primary:.4f} (0.05 spent over "
-        f"{len(a.looks)} looks)."
+        f"every primary metric's {level} CI half-width is at most "
+        f"±{exp.stop.half_width_percent:g} %. Every look judges the primary family at alpha "
+        f"{a.alpha_primary:g} ({level} intervals): the stop rule reads widths only, and at this "
+        "level the calibration kept the family's false positives under 5 % however many looks "
+        "(docs/methodology.md)."
     ]
     for block, state in sorted(m.stopping.items()):
         lines.append(f"{block}: {state.reason}")

@@ -1,5 +1,8 @@
 """Plain-words verdict lines: 'ebpf has 4.1 % lower p50 latency (95 % CI 2.9-5.3 %)'.
 
+Every interval is named with its own level (`level`: "95 %", or "96 %" for the primary family of
+an adaptive run), never a fixed "95 %".
+
 Words say what was measured and no more: a lower percentile is "lower latency", not "faster";
 CPU per request is "less CPU per request", not "cheaper"."""
 
@@ -13,14 +16,14 @@ from meshlab.analysis.metrics import Metric
 MAX_ROUNDS_ADVICE = 10_000  # beyond this, "more rounds" is not useful advice
 
 
-def _magnitude(estimate: float, ci95: tuple[float, float]) -> tuple[bool, float, str]:
+def _magnitude(estimate: float, ci95: tuple[float, float], level: str) -> tuple[bool, float, str]:
     """(lower?, size of the change in %, same-direction CI text)."""
     lower = estimate < 0
     if lower:  # report the reduction 1 - B/A, bounds in increasing order
         mag, lo, hi = -pct(estimate), -pct(ci95[1]), -pct(ci95[0])
     else:
         mag, lo, hi = pct(estimate), pct(ci95[0]), pct(ci95[1])
-    return lower, mag, f"(95 % CI {lo:.1f}{DASH}{hi:.1f} %)"
+    return lower, mag, f"({level} CI {lo:.1f}{DASH}{hi:.1f} %)"
 
 
 def _change(metric: Metric, arm: str, mag: float, lower: bool, verb: str = "has") -> str:
@@ -31,16 +34,18 @@ def _change(metric: Metric, arm: str, mag: float, lower: bool, verb: str = "has"
     return f"{arm} {uses} {mag:.1f} % {words} {metric.phrase}"
 
 
-def difference(metric: Metric, arm: str, estimate: float, ci95: tuple[float, float]) -> str:
+def difference(
+    metric: Metric, arm: str, estimate: float, ci95: tuple[float, float], level: str
+) -> str:
     """A claimed difference, in the direction of the estimate, with a same-direction CI."""
-    lower, mag, ci = _magnitude(estimate, ci95)
+    lower, mag, ci = _magnitude(estimate, ci95, level)
     return f"{_change(metric, arm, mag, lower)} {ci}"
 
 
-def no_difference(metric: Metric, margin_pct: float, ci95: tuple[float, float]) -> str:
+def no_difference(metric: Metric, margin_pct: float, ci95: tuple[float, float], level: str) -> str:
     return (
         f"no difference within ±{margin_pct:g} % in {metric.phrase} "
-        f"(95 % CI {pct(ci95[0]):+.1f} to {pct(ci95[1]):+.1f} %)"
+        f"({level} CI {pct(ci95[0]):+.1f} to {pct(ci95[1]):+.1f} %)"
     )
 
 
@@ -49,10 +54,16 @@ def inconclusive(metric: Metric, more_rounds: float) -> str:
 
 
 def held_back_by_holm(
-    metric: Metric, arm: str, estimate: float, ci95: tuple[float, float], family: str, more: float
+    metric: Metric,
+    arm: str,
+    estimate: float,
+    ci95: tuple[float, float],
+    family: str,
+    more: float,
+    level: str,
 ) -> str:
     """Significant on its own, not after the multiplicity correction: say both."""
-    lower, mag, ci = _magnitude(estimate, ci95)
+    lower, mag, ci = _magnitude(estimate, ci95, level)
     seen = _change(metric, arm, mag, lower, verb="seems to have")
     return (
         f"inconclusive in {metric.phrase}: {seen} {ci}, not significant after Holm correction "
@@ -63,7 +74,14 @@ def held_back_by_holm(
 def _more(more_rounds: float) -> str:
     if not math.isfinite(more_rounds) or more_rounds > MAX_ROUNDS_ADVICE:
         return "the noise is too large to settle this with more rounds"
-    n = max(1, math.ceil(more_rounds))
+    if more_rounds <= 0:
+        # the rounds so far already had 80 % power at this estimate and spread, yet did not
+        # settle it: a forecast from them would be a guess
+        return (
+            "more rounds needed, how many this run cannot forecast (at its spread, its rounds "
+            "should already have settled a change of this size)"
+        )
+    n = math.ceil(more_rounds)
     return f"about {n} more round{'s' if n != 1 else ''} needed"
 
 

@@ -44,11 +44,24 @@ def report(
 
 @app.command()
 def calibration(
-    simulations: Annotated[int, typer.Option(help="simulated experiments per design")] = 2000,
+    simulations: Annotated[int, typer.Option(help="simulated experiments per row")] = 2000,
     seed: Annotated[int, typer.Option()] = 2026,
+    only: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated sections: designs, storms, walltime, stoprule, power, "
+            "outliers, covariate (default: all)"
+        ),
+    ] = "",
 ) -> None:
-    """Simulated A/A false positives, CI coverage and rounds for a 3 % effect, fixed and
-    adaptive designs (docs/methodology.md)."""
+    """Simulated family false positives, coverage, power and rounds of the decision rules:
+    designs, storms, equal-wall-time designs, the adaptive level, MDE, outlier flags and the
+    host-speed covariate (docs/methodology.md)."""
     from meshlab.bench import calibration_bench
 
-    raise typer.Exit(calibration_bench.main(simulations, seed))
+    sections = tuple(s.strip() for s in only.split(",") if s.strip()) or calibration_bench.SECTIONS
+    try:
+        code = calibration_bench.main(simulations, seed, sections)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--only") from None
+    raise typer.Exit(code)

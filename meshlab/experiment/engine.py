@@ -297,7 +297,7 @@ def record(rs: RunState, group: list[TrialSlot], results: list[TrialRecord]) -> 
 def so_far(rs: RunState, cell: tuple[str, str, str] | None = None) -> list[str]:
     """The primary estimates so far of the comparison in `cell` (load point, flood,
     placement: the block a step just ran; default the first), for progress lines:
-    'p50 latency -7.2 % (95 % CI -9.0 to -5.1 %, n=8)'."""
+    'p50 latency -7.2 % (95 % CI -9.0 to -5.1 %, n=8)' (an adaptive run's: 96 % CI)."""
     from meshlab.analysis.analyse import PRIMARY, analyse
     from meshlab.analysis.fmt import ci_pct, signed_pct
 
@@ -312,7 +312,7 @@ def so_far(rs: RunState, cell: tuple[str, str, str] | None = None) -> list[str]:
     out = []
     for r in chosen.results:
         if r.family == PRIMARY:
-            ci = f"95 % CI {ci_pct(r.ci95)}, " if r.ci95 else ""
+            ci = f"{r.level} CI {ci_pct(r.ci95)}, " if r.ci95 else ""
             out.append(f"{r.metric.phrase} {signed_pct(r.estimate)} ({ci}n={r.n})")
     return out
 

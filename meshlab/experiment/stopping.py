@@ -2,11 +2,13 @@
 
 A block is one load point under one flood size. At each look (`Experiment.looks()`: every
 `stop.every` paired rounds from `stop.min_rounds`, and the last planned round) the primary
-family is analysed with alpha spent over all the looks (Bonferroni across looks, so stopping at
-any of them keeps the stated error rates: Jennison & Turnbull, Group Sequential Methods with
-Applications to Clinical Trials, 2000, ch. 2). The block stops when every primary metric's 95 %
-interval half-width is at most the target; its remaining planned rounds are skipped. The state
-is recomputed from the trial records at every step, so a resumed run continues where it was.
+family is analysed at spec.ADAPTIVE_ALPHA (96 % intervals). The block stops when every primary
+metric's interval half-width is at most the target; its remaining planned rounds are skipped.
+The rule reads widths only, never a sign or a p-value: the calibration (docs/methodology.md,
+"Adaptive stopping") measured that judging every look at 0.04 keeps the family's false
+positives under 5 % and coverage over 94 % whatever the target and however many looks, so alpha
+is not split over the looks. The state is recomputed from the trial records at every step, so a
+resumed run continues where it was.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import math
 
 from meshlab.analysis.analyse import PRIMARY, pairset_results, primary_alpha
+from meshlab.analysis.fmt import level
 from meshlab.analysis.pairing import build_pairs
 from meshlab.analysis.run import Run
 from meshlab.record.format import Manifest, PlanEntry, StopState
@@ -56,12 +59,13 @@ def evaluate(run: Run, manifest: Manifest) -> dict[str, StopState]:
             )
         if met:
             reason = (
-                f"stopped after {ps.n} paired rounds: every primary 95 % CI half-width is "
-                f"within ±{target:g} % (widest ±{width:.2f} %)"
+                f"stopped after {ps.n} paired rounds: every primary {level(alpha)} CI "
+                f"half-width is within ±{target:g} % (widest ±{width:.2f} %)"
             )
         elif ps.n >= exp.rounds:
             reason = (
-                f"ran all {exp.rounds} planned rounds; the widest primary half-width is "
+                f"ran all {exp.rounds} planned rounds; the widest primary {level(alpha)} CI "
+                "half-width is "
                 + (f"±{width:.2f} %" if width is not None else "not known")
                 + f" (target ±{target:g} %)"
             )

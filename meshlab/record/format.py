@@ -108,7 +108,7 @@ class StopState(Model):
     """Why an adaptive block ended (or how far it is)."""
 
     rounds: int  # valid paired rounds when last looked at
-    half_width_percent: float | None  # the widest primary 95 % CI half-width then
+    half_width_percent: float | None  # the widest primary CI half-width then (at the look level)
     stopped: bool
     reason: str
 

@@ -146,5 +146,44 @@ def test_an_adaptive_run_looks_every_few_rounds_up_to_its_rounds() -> None:
     assert spec.parse(data, "x").looks() == [data["rounds"]]
     with pytest.raises(MeshlabError, match=r"stop.min_rounds \(14\) exceeds rounds \(13\)"):
         spec.parse({**data, "rounds": 13, "stop": {"half_width_percent": 1, "min_rounds": 14}}, "x")
-    with pytest.raises(MeshlabError, match=r"stop.min_rounds \(6\) is too few for 4 looks"):
+    with pytest.raises(MeshlabError, match=r"stop.min_rounds \(6\) is too few"):
         spec.parse({**data, "rounds": 12, "stop": {"half_width_percent": 1, "min_rounds": 6}}, "x")
+
+
+@pytest.mark.parametrize(
+    ("primary", "fewest"),
+    [
+        (["latency_p50", "cpu_node_total", "cpu_sidecars"], 8),
+        (
+            [
+                "latency_p50",
+                "latency_p90",
+                "latency_p99",
+                "cpu_node_total",
+                "cpu_sidecars",
+                "cpu_app",
+            ],
+            9,
+        ),
+    ],
+)
+def test_an_adaptive_design_that_could_never_decide_is_refused(
+    primary: list[str], fewest: int
+) -> None:
+    """Holm's first step asks p < alpha_look / k of the family's k metrics, and the exact test's
+    smallest p at n rounds is 2/2^n: below ceil(log2(2k / alpha_look)) rounds no look decides.
+    Issue 19: the family size was left out, so looks at 7 and 8 rounds passed for a family of 3
+    (the smallest Holm-adjusted p at 7 rounds, 3 x 2/128 = 0.047, never reaches a look's level)."""
+    data = {**BASE, "rounds": fewest + 1, "analysis": {"primary": primary}}
+    stop = {"half_width_percent": 1, "every": 1}
+    ok = spec.parse({**data, "stop": {**stop, "min_rounds": fewest}}, "x")
+    assert ok.looks() == [fewest, fewest + 1]
+    with pytest.raises(MeshlabError, match=rf"stop.min_rounds \({fewest - 1}\) is too few"):
+        spec.parse({**data, "stop": {**stop, "min_rounds": fewest - 1}}, "x")
+    # the default min_rounds suits the default family
+    assert (
+        spec.parse({**BASE, "rounds": 20, "stop": {"half_width_percent": 1}}, "x").looks()[0] == 8
+    )
+    # the smallest two-sided p at `fewest` rounds, times k, is under the level of a look
+    k, alpha = len(primary), spec.look_alpha(len(ok.looks()))
+    assert k * 2 / 2**fewest < alpha <= k * 2 / 2 ** (fewest - 1)

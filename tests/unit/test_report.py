@@ -357,3 +357,25 @@ def test_a_run_whose_every_trial_was_rejected_still_reports(tmp_path: Path) -> N
     html = build(write_run(tmp_path, spec)).read_text()
     expected = f"The run ended {html_escape(UNFIT, quote=False)}. 4 trials were rejected by the"
     assert expected in html
+
+
+def test_the_holm_label_counts_the_metrics_that_entered_the_family(tmp_path: Path) -> None:
+    """Issue 19: "(Holm, 3)" was printed beside a p adjusted over 2 when a primary metric had too
+    few rounds for a test of its own."""
+    run_dir = write_run(tmp_path, SyntheticSpec(seed=4, rounds=8, write_samples=False))
+    primary = ["latency_p50", "cpu_node_total", "server_sidecar_p50"]
+    _edit_manifest(run_dir, lambda d: d["experiment"]["analysis"].update(primary=primary))
+    for tdir in (run_dir / "trials").iterdir():
+        doc = json.loads((tdir / "trial.json").read_text())
+        if doc["round"] <= 3:  # the sidecar's own p50 lost in 3 of 8 rounds: 5 pairs, no test
+            doc["sidecar_latency_ms"].pop("server")
+            (tdir / "trial.json").write_text(json.dumps(doc))
+    build(run_dir)
+    doc = json.loads((run_dir / "derived" / "stats.json").read_text())
+    rows = {m["metric"]: m for m in doc["comparisons"][0]["metrics"] if m["family"] == "primary"}
+    assert rows["server_sidecar_p50"]["n"] == 5 and rows["server_sidecar_p50"]["p_adjusted"] is None
+    assert {rows[k]["holm_family_size"] for k in ("latency_p50", "cpu_node_total")} == {2}
+    p = sorted(rows[k]["wilcoxon_p"] for k in ("latency_p50", "cpu_node_total"))
+    assert rows["latency_p50"]["p_adjusted"] <= max(2 * p[0], p[1]) + 1e-12
+    summary = (run_dir / "derived" / "summary.md").read_text()
+    assert "(Holm, 2)" in summary and "(Holm, 3)" not in summary

@@ -60,3 +60,34 @@ def test_between_looks_nothing_stops_and_a_resume_keeps_the_state(tmp_path: Path
     resumed = engine.init(Path("unused.yml"), tmp_path, run_dir, "local")
     assert resumed.done == 18
     assert RunDir(run_dir).load_manifest().stopping  # carried in the manifest
+
+
+def test_an_adaptive_run_names_every_interval_with_its_real_level(tmp_path: Path) -> None:
+    """Issue 19: adaptive runs printed "95 % CI" beside a (1 - 0.05/looks) interval. Every look
+    of an adaptive run is judged at spec.ADAPTIVE_ALPHA, and every line names that level."""
+    from meshlab.analysis.analyse import PRIMARY, analyse
+    from meshlab.analysis.report import build
+    from meshlab.analysis.run import load_run
+
+    run_dir = _adaptive(tmp_path, half_width=20.0, keep_rounds=8)
+    _next(run_dir)
+    (state,) = RunDir(run_dir).load_manifest().stopping.values()
+    assert "every primary 96 % CI half-width" in state.reason
+    assert all("96 % CI" in line for line in engine.so_far(RunState.load(RunDir(run_dir))))
+    analysis = analyse(load_run(run_dir))
+    assert analysis.alpha_primary == 0.04 and analysis.looks == [8, 10, 12]
+    texts = []
+    for r in analysis.comparisons[0].results:
+        level = "96 %" if r.family == PRIMARY else "95 %"
+        assert r.level == level and r.confidence95 is not None
+        assert r.confidence95 >= (0.96 if r.family == PRIMARY else 0.95)
+        if "CI" in r.text:
+            assert f"({level} CI " in r.text, r.text
+            texts.append(r.text)
+    assert texts
+    build(run_dir)
+    summary = (run_dir / "derived" / "summary.md").read_text()
+    html = (run_dir / "derived" / "report.html").read_text()
+    assert "95 % CI" not in summary.split("## Verdicts")[1].split("|")[0]  # the primary lines
+    assert "| 96 % |" in summary and "96 % CI half-width" in summary
+    assert "at alpha 0.04 at each of its 3 looks" in html and "95 % CI</th>" not in html
