@@ -251,16 +251,23 @@ class Experiment(_Strict):
                     f"stop.min_rounds ({self.stop.min_rounds}) exceeds rounds ({self.rounds}), "
                     "the most the run may take"
                 )
-            looks = len(self.looks())
-            k = len(self.analysis.primary)
-            need = first_look_rounds(looks, k)
-            if self.stop.min_rounds < need:
-                raise ValueError(
-                    f"stop.min_rounds ({self.stop.min_rounds}) is too few: each look judges the "
-                    f"primary family of {k} at alpha {look_alpha(looks):g} with Holm, which the "
-                    f"exact test cannot reach below {need} rounds (raise min_rounds)"
-                )
         return self
+
+    def undecidable(self) -> str | None:
+        """Why this adaptive design could never decide at its first look, or None. Checked
+        for new definitions (parse); a recorded run judged under an earlier rule still loads."""
+        if self.stop is None:
+            return None
+        looks = len(self.looks())
+        k = len(self.analysis.primary)
+        need = first_look_rounds(looks, k)
+        if self.stop.min_rounds >= need:
+            return None
+        return (
+            f"stop.min_rounds ({self.stop.min_rounds}) is too few: each look judges the "
+            f"primary family of {k} at alpha {look_alpha(looks):g} with Holm, which the "
+            f"exact test cannot reach below {need} rounds (raise min_rounds)"
+        )
 
     def looks(self) -> list[int]:
         """The round counts at which an adaptive run checks whether it may stop (the last is
@@ -332,7 +339,11 @@ def parse(data: Any, source: str) -> Experiment:
             "within gates.noise_budget_s (seconds of waiting and re-runs, default 600; "
             "docs/methodology.md)"
         )
-    return validate_named(Experiment, data, source)
+    exp = validate_named(Experiment, data, source)
+    why = exp.undecidable()
+    if why:
+        raise MeshlabError(f"{source}: {why}")
+    return exp
 
 
 def load(path: Path | str) -> Experiment:

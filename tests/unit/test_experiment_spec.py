@@ -187,3 +187,19 @@ def test_an_adaptive_design_that_could_never_decide_is_refused(
     # the smallest two-sided p at `fewest` rounds, times k, is under the level of a look
     k, alpha = len(primary), spec.look_alpha(len(ok.looks()))
     assert k * 2 / 2**fewest < alpha <= k * 2 / 2 ** (fewest - 1)
+
+
+def test_a_recorded_run_judged_under_the_old_rule_still_loads(tmp_path: Path) -> None:
+    """A definition is refused when it could never decide; a run already recorded with one
+    (min_rounds 7 with three primaries passed before issue 19) still reads and reports."""
+    from meshlab.analysis.synthetic import SyntheticSpec, write_run
+    from meshlab.record.rundir import RunDir
+
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=9, write_samples=False))
+    doc = json.loads((run_dir / "manifest.json").read_text())
+    doc["experiment"]["stop"] = {"half_width_percent": 1, "min_rounds": 7, "every": 1}
+    (run_dir / "manifest.json").write_text(json.dumps(doc))
+    manifest = RunDir(run_dir).load_manifest()
+    assert manifest.experiment.undecidable() is not None
+    with pytest.raises(MeshlabError, match=r"stop.min_rounds \(7\) is too few"):
+        spec.parse(manifest.experiment.canonical(), "again.yml")
