@@ -297,7 +297,10 @@ def documents(schema: Schema, run: Run, ab: ArmBlock) -> dict[str, dict[str, Any
         },
         "kubernetes_version": versions.get("kubernetes", "") if k8s else "",
         "nodes": [
-            {"type": str(m.host.get("cpu_model", "unknown")), "cores": int(m.host.get("cores", 0))}
+            {
+                "type": str(m.host.get("cpu_model") or "unknown"),
+                "cores": int(m.host.get("cores") or 0),
+            }
         ],
         "individual_workloads": [{"name": name, "count": pairs} for name in WORKLOADS.values()],
     }

@@ -271,3 +271,23 @@ def test_timestamps_are_utc_rfc3339(exported: list[reader.ExportedResult], run_d
     )
     start = datetime.fromisoformat(raw["start_time"].replace("Z", "+00:00"))
     assert start.tzinfo == UTC and raw["start_time"].endswith("Z")
+
+
+def test_a_cloud_run_is_exported_as_istio_with_its_kubernetes_version(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, SyntheticSpec(seed=9, rounds=6))
+    manifest = store.load_manifest(run_dir)
+    versions = {**manifest.versions, "istio": "1.29.2", "kubernetes": "1.35.1"}
+    host = {**manifest.host, "testbed": "k8s"}
+    store.save_manifest(run_dir, manifest.model_copy(update={"versions": versions, "host": host}))
+    (local,) = [r for r in reader.read_smp(export(run_dir, "smp")) if r.name.endswith("ebpf")]
+    mesh = local.messages["mesh-config.json"]
+    assert mesh.mesh_type.type == mesh.mesh_type.ISTIO and mesh.mesh_type.version == "1.29.2"
+    assert mesh.mesh_build == "istio 1.29.2"
+    assert local.messages["environment.json"].kubernetes_version == "1.35.1"
+
+
+def test_a_local_run_does_not_claim_to_be_istio(exported: list[reader.ExportedResult]) -> None:
+    mesh = exported[0].messages["mesh-config.json"]
+    assert mesh.mesh_type.type == mesh.mesh_type.INVALID_MESH  # unset: none of SMP's types
+    assert mesh.mesh_type.version == "envoy 1.40.0" and not mesh.mesh_build
+    assert exported[0].messages["environment.json"].kubernetes_version == ""
