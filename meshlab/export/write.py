@@ -40,7 +40,8 @@ def export(run_dir: Path | str, fmt: str, out: Path | str | None = None) -> Path
         raise MeshlabError(
             f"{run_dir}: no valid trials to export ({len(run.trials)} recorded, all rejected)"
         )
-    dest = Path(out) if out is not None else default_out(run_dir, fmt)
+    # resolved: `--out .` must name a real directory, whose sibling holds the staging copy
+    dest = Path(out).resolve() if out is not None else default_out(run_dir, fmt)
     _check_destination(dest)
     staging = dest.with_name(f".{dest.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
