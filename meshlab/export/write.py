@@ -49,12 +49,28 @@ def export(run_dir: Path | str, fmt: str, out: Path | str | None = None) -> Path
     try:
         index = _write_smp(run, staging) if fmt == "smp" else _write_csv(run, staging)
         atomic.write_json(staging / INDEX, index)
-        shutil.rmtree(dest, ignore_errors=True)
-        staging.rename(dest)
+        _replace(dest, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return dest
+
+
+def _replace(dest: Path, staging: Path) -> None:
+    """Swap the staged export in. An existing destination keeps its own directory (it may be
+    the shell's working directory) and only its contents are replaced: _check_destination has
+    made sure they are an earlier export's."""
+    if not dest.exists():
+        staging.rename(dest)
+        return
+    for child in dest.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    for child in staging.iterdir():
+        child.rename(dest / child.name)
+    staging.rmdir()
 
 
 def _check_destination(dest: Path) -> None:

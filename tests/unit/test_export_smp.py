@@ -196,7 +196,12 @@ def test_export_is_byte_identical_when_repeated(tmp_path: Path) -> None:
     for f in files:
         a, b = (first / f).read_text(), (second / f).read_text()
         assert a == b, f
-    assert export(run_dir, "smp", first) == first  # an earlier export is replaced
+    assert export(run_dir, "csv", first) == first  # an earlier export is replaced, in place
+    assert sorted(p.name for p in first.iterdir()) == [
+        "1000rps.50x500.same-node.csv",
+        "comparisons.csv",
+        "index.json",
+    ]
 
 
 def test_csv_has_one_file_per_block_with_every_trial_exactly(run_dir: Path) -> None:
