@@ -98,6 +98,10 @@ class SyntheticSpec:
     placements: tuple[str, ...] = ("same-node",)
     # placement -> arm -> effect, overriding `effects` in that placement
     placement_effects: dict[str, dict[str, float]] = field(default_factory=dict)
+    # load point -> arm -> effect, overriding `effects` / `cpu_effects` at that load point (a
+    # curve across rates whose true shape is known)
+    load_point_effects: dict[str, dict[str, float]] = field(default_factory=dict)
+    load_point_cpu_effects: dict[str, dict[str, float]] = field(default_factory=dict)
     flood_effect: dict[str, float] = field(default_factory=lambda: {"iptables": 0.04})
     base_p50_ms: float = 0.30
     request_sigma: float = 0.35  # lognormal shape of one trial's per-request latencies
@@ -125,23 +129,37 @@ def write_run(root: Path | str, spec: SyntheticSpec | None = None) -> Path:
     return _Writer(Path(root), spec).write()
 
 
-def true_log_ratio(spec: SyntheticSpec, arm: str, flood: str, family: str = "latency") -> float:
-    """The injected paired log-ratio ln(B/A) of `arm` vs the first arm: the known truth."""
-    base = spec.arms[0]
+def true_log_ratio(
+    spec: SyntheticSpec,
+    arm: str,
+    flood: str,
+    family: str = "latency",
+    load_point: str | None = None,
+    base: str | None = None,
+) -> float:
+    """The injected paired log-ratio ln(B/A) of `arm` vs `base` (default: the first arm) at
+    `load_point` (None: no per-load-point effect): the known truth."""
+    base = base or spec.arms[0]
     if family == "cpu":
-        return math.log1p(spec.cpu_effects.get(arm, 0.0)) - math.log1p(
-            spec.cpu_effects.get(base, 0.0)
-        )
+        cpu = {**spec.cpu_effects, **spec.load_point_cpu_effects.get(load_point or "", {})}
+        return math.log1p(cpu.get(arm, 0.0)) - math.log1p(cpu.get(base, 0.0))
+    effects = {**spec.effects, **spec.load_point_effects.get(load_point or "", {})}
     flood_term = (
         (spec.flood_effect.get(arm, 0.0) - spec.flood_effect.get(base, 0.0))
         * _rules(flood)
         / 100_000
     )
-    return (
-        math.log1p(spec.effects.get(arm, 0.0))
-        - math.log1p(spec.effects.get(base, 0.0))
-        + (flood_term)
-    )
+    return math.log1p(effects.get(arm, 0.0)) - math.log1p(effects.get(base, 0.0)) + flood_term
+
+
+def true_cpu_per_1000(spec: SyntheticSpec, arm: str, component: str, load_point: str) -> float:
+    """The injected CPU-s per 1000 requests of one component (or node_total) of `arm` at
+    `load_point`: the median over rounds (the noise terms have median 0)."""
+    cpu = {**spec.cpu_effects, **spec.load_point_cpu_effects.get(load_point, {})}
+    factor = 1 + cpu.get(arm, 0.0)
+    if component == "node_total":
+        return factor * (sum(_CPU_BASE.values()) + _NODE_OVERHEAD)
+    return factor * _CPU_BASE[component]
 
 
 def experiment_for(spec: SyntheticSpec) -> Experiment:
@@ -320,7 +338,12 @@ class _Writer:
         rate = dict(spec.load_points)[lp]
         rules = _rules(flood)
         noise = self.round_noise[(rnd, lp, flood, entry.placement)]
-        effects = {**spec.effects, **spec.placement_effects.get(entry.placement, {})}
+        effects = {
+            **spec.effects,
+            **spec.placement_effects.get(entry.placement, {}),
+            **spec.load_point_effects.get(lp, {}),
+        }
+        cpu_effects = {**spec.cpu_effects, **spec.load_point_cpu_effects.get(lp, {})}
         # latency: load raises it mildly; the flood term scales with rules for arms that scan them
         mu = (
             math.log(spec.base_p50_ms)
@@ -331,7 +354,7 @@ class _Writer:
             + rng.normal(0, spec.trial_sd)
         )
         cpu_factor = math.exp(
-            math.log1p(spec.cpu_effects.get(arm, 0.0)) + noise[1] + rng.normal(0, spec.trial_sd)
+            math.log1p(cpu_effects.get(arm, 0.0)) + noise[1] + rng.normal(0, spec.trial_sd)
         )
         if rejected:  # a noisy neighbour: everything slower, which must never reach the stats
             mu += math.log(3.0)

@@ -1,8 +1,8 @@
 """The `meshlab` command line: one typer app (contract: docs/architecture.md, "CLI").
 
-Visible: run, report, compare, preflight, up, down and the `testbed` group. Hidden groups hold
-what the playbooks call (`engine`, `ebpf`, `rules`) and the benchmarks (`bench`): one parser,
-one error format (`meshlab: error: ...`, exit 2) for humans and Ansible alike.
+Visible: run, report, compare, export, preflight, up, down and the `testbed` group. Hidden
+groups hold what the playbooks call (`engine`, `ebpf`, `rules`) and the benchmarks (`bench`): one
+parser, one error format (`meshlab: error: ...`, exit 2) for humans and Ansible alike.
 """
 
 from __future__ import annotations

@@ -60,6 +60,22 @@ def compare(
 
 
 @app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory under results/")],
+    format_: Annotated[
+        str, typer.Option("--format", help="smp (Service Mesh Performance) or csv")
+    ] = "smp",
+    out: Annotated[
+        Path | None, typer.Option(help="where to write (default RUN_DIR/derived/export/FORMAT)")
+    ] = None,
+) -> None:
+    """Export RUN_DIR's results: one SMP result per arm x block, or one CSV per block."""
+    from meshlab.export.write import export as export_run
+
+    typer.echo(f"export: {export_run(run_dir, format_, out)}")
+
+
+@app.command()
 def preflight(
     experiment: Annotated[
         Path, typer.Argument(help="the experiment definition the cloud run will use")
