@@ -13,8 +13,7 @@ from typing import Any
 
 from meshlab.analysis.analyse import Analysis
 from meshlab.analysis.run import Cell, Run, Trial
-from meshlab.record import store
-from meshlab.record.format import CPU_FIGURES, LATENCY_KEYS
+from meshlab.record.format import CPU_FIGURES, LATENCY_KEYS, iso_of
 
 COMPARISONS = "comparisons.csv"
 _HEADER = [
@@ -57,7 +56,7 @@ def _row(t: Trial, paired: bool) -> list[Any]:
         t.trial_id, t.plan_index, t.arm, t.dataplane, t.round, t.attempt, t.pair, t.status,
         paired, "; ".join(t.rejection_reasons), t.load_point, t.rate, t.connection_mode, t.flood,
         t.placement, t.flood_rules,
-        store.iso_of(t.started_at) if t.started_at is not None else None,
+        iso_of(t.started_at) if t.started_at is not None else None,
         t.window[0] if t.window else None, t.window[1] if t.window else None,
         t.requests, t.achieved_rate,
         *[t.latency.get(q) for q in LATENCY_KEYS],

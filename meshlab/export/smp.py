@@ -15,8 +15,7 @@ from typing import Any
 
 from meshlab.analysis.run import Cell, Run, Trial
 from meshlab.export.schema import Schema
-from meshlab.record import store
-from meshlab.record.format import LATENCY_KEYS, TrialRecord
+from meshlab.record.format import LATENCY_KEYS, TrialRecord, iso_of
 
 NO_MESH = "no-mesh"  # the floor arm (docs: no sidecar, no capture): no mTLS, no sidecars
 SIDECARS = ("client_sidecar", "server_sidecar")
@@ -78,7 +77,7 @@ def arm_blocks(run: Run) -> list[ArmBlock]:
         for arm in run.arms:
             trials = tuple(t for t in run.trials if t.arm == arm and t.cell == cell)
             if trials:
-                records = tuple(store.read_trial(t.dir) for t in trials)
+                records = tuple(t.dir.read_record() for t in trials)
                 out.append(ArmBlock(arm, cell, trials, records))
     return out
 
@@ -193,7 +192,7 @@ def documents(schema: Schema, run: Run, ab: ArmBlock) -> dict[str, dict[str, Any
     lp = next(x for x in exp.load_points if x.name == ab.cell[0])
     ident = ids(run, ab)
     versions = m.versions
-    k8s = m.testbed == "k8s"
+    cloud = m.testbed == "cloud"
     meshed = ab.arm != NO_MESH
     pairs = max((t.pair for t in ab.trials), default=1)
     labels = {
@@ -230,8 +229,8 @@ def documents(schema: Schema, run: Run, ab: ArmBlock) -> dict[str, dict[str, Any
     }
     windows = [t.window for t in valid if t.window]
     if windows:
-        result["start_time"] = store.iso_of(min(w[0] for w in windows))
-        result["end_time"] = store.iso_of(max(w[1] for w in windows))
+        result["start_time"] = iso_of(min(w[0] for w in windows))
+        result["end_time"] = iso_of(max(w[1] for w in windows))
     if qps is not None:
         result["actual_qps"] = qps
     test_config = {
@@ -268,7 +267,7 @@ def documents(schema: Schema, run: Run, ab: ArmBlock) -> dict[str, dict[str, Any
         sidecar["rps"] = round(qps)
     mesh_labels = {"meshlab.testbed": m.testbed, "meshlab.dataplane": exp.arms[ab.arm].dataplane}
     mesh_type: dict[str, Any] = {"labels": mesh_labels}
-    if k8s:
+    if cloud:
         mesh_type |= {"type": "ISTIO", "version": versions.get("istio", "unknown")}
     else:  # the local testbed runs Envoy sidecars with an Istio-like bootstrap, not Istio
         mesh_type["version"] = f"envoy {versions.get('envoy', 'unknown')}"
@@ -279,7 +278,7 @@ def documents(schema: Schema, run: Run, ab: ArmBlock) -> dict[str, dict[str, Any
         "sidecar": sidecar,
         # both testbeds run STRICT mTLS between sidecars (docs/architecture.md); the floor has none
         "mtls_enabled": meshed,
-        "mesh_build": f"istio {versions['istio']}" if k8s and "istio" in versions else "",
+        "mesh_build": f"istio {versions['istio']}" if cloud and "istio" in versions else "",
         "proxy_build": f"envoy {versions.get('envoy', 'unknown')}" if meshed else "",
         "exp_group_uuid": run.experiment_id,
         "exp_uuid": run.run_id,
@@ -295,7 +294,7 @@ def documents(schema: Schema, run: Run, ab: ArmBlock) -> dict[str, dict[str, Any
             "meshlab.kernel": versions.get("kernel", ""),
             "meshlab.git_sha": m.git.sha,
         },
-        "kubernetes_version": versions.get("kubernetes", "") if k8s else "",
+        "kubernetes_version": versions.get("kubernetes", "") if cloud else "",
         "nodes": [
             {
                 "type": str(m.host.get("cpu_model") or "unknown"),

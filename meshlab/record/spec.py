@@ -245,12 +245,11 @@ class Experiment(_Strict):
         names = [lp.name for lp in self.load_points]
         if len(set(names)) != len(names):
             raise ValueError(f"load_points: names must be unique, got {names}")
-        if self.stop is not None:
-            if self.stop.min_rounds > self.rounds:
-                raise ValueError(
-                    f"stop.min_rounds ({self.stop.min_rounds}) exceeds rounds ({self.rounds}), "
-                    "the most the run may take"
-                )
+        if self.stop is not None and self.stop.min_rounds > self.rounds:
+            raise ValueError(
+                f"stop.min_rounds ({self.stop.min_rounds}) exceeds rounds ({self.rounds}), "
+                "the most the run may take"
+            )
         return self
 
     def undecidable(self) -> str | None:

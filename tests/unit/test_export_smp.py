@@ -22,8 +22,8 @@ from meshlab.errors import MeshlabError
 from meshlab.export import reader, smp
 from meshlab.export.write import export
 from meshlab.k6.results import read_latencies_ms
-from meshlab.record import store
 from meshlab.record.format import CPU_FIGURES, LATENCY_KEYS, dump
+from meshlab.record.rundir import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_every_trial_record_survives_the_round_trip(
         expected = [t for t in run.trials if t.arm == arm and t.cell == cell]
         assert [x.trial_id for x in r.records] == [t.trial_id for t in expected]
         for rec, t in zip(r.records, expected, strict=True):
-            assert dump(rec) == dump(store.read_trial(t.dir)), t.trial_id
+            assert dump(rec) == dump(t.dir.read_record()), t.trial_id
         seen += [x.trial_id for x in r.records]
     assert sorted(seen) == sorted(t.trial_id for t in run.trials)  # every trial, once
 
@@ -142,7 +142,7 @@ def test_the_histogram_counts_every_raw_latency(
         hist = r.extension["latency_histogram"]
         ids = set(hist["trials"])
         raw = np.concatenate(
-            [read_latencies_ms(t.dir / "k6-raw.csv.gz") for t in run.trials if t.trial_id in ids]
+            [read_latencies_ms(t.dir.file(t.dir.K6_RAW)) for t in run.trials if t.trial_id in ids]
         )
         assert hist["count"] == raw.size == sum(b["count"] for b in hist["buckets"])
         median = float(np.median(raw))
@@ -280,10 +280,10 @@ def test_timestamps_are_utc_rfc3339(exported: list[reader.ExportedResult], run_d
 
 def test_a_cloud_run_is_exported_as_istio_with_its_kubernetes_version(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path, SyntheticSpec(seed=9, rounds=6))
-    manifest = store.load_manifest(run_dir)
+    manifest = RunDir(run_dir).load_manifest()
     versions = {**manifest.versions, "istio": "1.29.2", "kubernetes": "1.35.1"}
     host = {**manifest.host, "testbed": "k8s"}
-    store.save_manifest(run_dir, manifest.model_copy(update={"versions": versions, "host": host}))
+    RunDir(run_dir).save_manifest(manifest.model_copy(update={"versions": versions, "host": host}))
     (local,) = [r for r in reader.read_smp(export(run_dir, "smp")) if r.name.endswith("ebpf")]
     mesh = local.messages["mesh-config.json"]
     assert mesh.mesh_type.type == mesh.mesh_type.ISTIO and mesh.mesh_type.version == "1.29.2"

@@ -18,7 +18,7 @@ from meshlab.experiment.saturation import (
     SearchConfig,
     failures,
 )
-from meshlab.record import store
+from meshlab.record.rundir import RunDir
 from meshlab.record.spec import Gates
 
 LIMITS = Limits(p99_ms=5.0)
@@ -172,7 +172,7 @@ def test_config_is_checked() -> None:
 
 def test_outcomes_come_from_trial_records(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path, SyntheticSpec(seed=5, rounds=2, reject=((1, "ebpf"),)))
-    records = [store.read_trial(d) for d in store.finished_dirs(run_dir)]
+    records = [r for _, r in RunDir(run_dir).records()]
     valid = next(r for r in records if r.valid)
     o = Outcome.from_trial(valid)
     assert o.unusable is None and o.p99_ms == valid.summary.latency_ms["p99"]
