@@ -152,6 +152,24 @@ def preflight(
     )
 
 
+@app.command("arm-ready")
+def arm_ready(
+    snapshots: Annotated[Path, typer.Option(help="directory of the nodes' snapshot JSON files")],
+    dataplane: Annotated[str, typer.Option(help="iptables | ebpf")],
+    rearm: Annotated[
+        bool, typer.Option(help="print the cgroup_info_map entries to delete")
+    ] = False,
+    probe_dir: Annotated[str, typer.Option(help="directory of the probe's answers")] = "",
+) -> None:
+    """(cloud) Before the trials: is the arm on every node what it says? (cluster.arm_ready)"""
+    from meshlab.cluster import arm_ready as checks
+
+    print_json(
+        checks.run(snapshots, dataplane, rearm, Path(probe_dir) if probe_dir else None),
+        indent=None,
+    )
+
+
 @app.command("cluster-lease")
 def cluster_lease(
     holder: Annotated[str, typer.Option(help="who asks: controller and run directory")],

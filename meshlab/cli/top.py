@@ -83,15 +83,25 @@ def preflight(
     resume: Annotated[Path | None, typer.Option(help="check this run's experiment")] = None,
 ) -> None:
     """Check the cloud lab before installing anything: VMs reachable, image digests resolvable,
-    every node's CPU budget (also during an arm switch), kernel features (needs a stack)."""
+    every node's CPU budget (also during an arm switch), kernel features (needs a stack); says
+    what it checked and what it could not."""
     from meshlab import ansible, paths
+    from meshlab.cluster.preflight import summary
 
-    ansible.run_playbook(
+    run = ansible.run_playbook(
         "playbooks/preflight.yml",
-        {"experiment": str(experiment), "resume": str(resume or "")},
+        {
+            "experiment": str(experiment),
+            "resume": str(resume or ""),
+            "preflight_experiment_only": True,
+        },
         inventory=str(paths.REPO / "inventory"),
         title="preflight",
+        quiet=True,
     )
+    for line in summary(ansible.set_fact(run, "meshlab_preflight_report")):
+        typer.echo(f"preflight: {line}")
+    typer.echo(f"preflight: done in {run.seconds} s")
 
 
 @app.command()

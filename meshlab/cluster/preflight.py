@@ -212,3 +212,48 @@ def run(
     if errors:
         raise RefusedError(errors)
     return result
+
+
+def _true(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def summary(report: Mapping[str, Any] | None) -> list[str]:
+    """What a preflight run checked and what it could not, one line each: `meshlab preflight`
+    never prints a bare "ok" (playbooks/preflight.yml records `meshlab_preflight_report`)."""
+    if not report:
+        return ["nothing checked: the preflight playbook recorded no report (see its output)"]
+    experiment = report.get("experiment", "?")
+    nodes = list(report.get("nodes") or [])
+    vms = nodes + list(report.get("monitoring") or [])
+    if not nodes:
+        if not _true(report.get("experiment_checked")):
+            return ["nothing checked: no cloud inventory, and the experiment was not checked"]
+        return [
+            "checked the experiment only; no nodes to check (the inventory has no k8s_cluster "
+            "hosts: `pulumi up` makes them, then `meshlab preflight` reads the stack's inventory)",
+            f"checked: {experiment} against what the cloud testbed runs (design, arms, "
+            "connection modes, placement)",
+            "not checked: image digests, the VMs (reachability, cloud-init, CPUs, memory, kernel, "
+            "cgroup v2) and every pod's budget on its node",
+        ]
+    lines = [f"checked: {experiment} against what the cloud testbed runs"]
+    images = report.get("images") or {}
+    lines += [
+        f"checked: {key} image {img.get('image')}:{img.get('tag')} is {img.get('digest')}"
+        for key, img in sorted(images.items())
+    ] or ["not needed: no image digest (the experiment has no ebpf arm)"]
+    lines.append(
+        f"checked: {len(vms)} VMs answer over SSH with cloud-init done ({', '.join(vms)}), "
+        "their vCPUs, memory, kernel and cgroup v2"
+    )
+    if _true(report.get("budgets_checked")):
+        lines.append(
+            f"checked: every pod's CPU, memory and exclusive CPUs on the {len(nodes)} Kubernetes "
+            "nodes, steady and during an arm switch, with the largest flood"
+        )
+    lines.append(
+        "not checked here: that Merbridge's programs attach on these kernels and every measured "
+        "cgroup is in its mesh (checked on every node after each arm switch, before any trial)"
+    )
+    return lines

@@ -40,6 +40,9 @@ class TrialDir:
     PROC_STAT = "proc-stat.jsonl"  # /proc/stat samples of every host (core/procstat rows)
     CGROUP_CPU = "cgroup-cpu.jsonl"  # cpu.stat samples of every component (core/procstat rows)
     SIDECAR_LOG = "envoy-{sidecar}.log.gz"  # each sidecar's access log over the step
+    # cloud only: the nodes' evidence of each hop's path, and what else ran on measured CPUs
+    PATH_EVIDENCE = "path-evidence.json"
+    HOST_CPUS = "host-cpus.json"
     K6_FILES = (K6_RAW, K6_SUMMARY)
 
     def __init__(self, path: Path) -> None:
@@ -83,6 +86,9 @@ class TrialDir:
     def write_load_script(self, text: str) -> Path:
         atomic.write_text(self.file(self.LOAD_SCRIPT), text)
         return self.file(self.LOAD_SCRIPT)
+
+    def write_json(self, name: str, doc: Any) -> None:
+        atomic.write_json(self.file(name), doc)
 
     def write_k6_output(self, text: str) -> None:
         atomic.write_bytes(self.file(self.K6_OUTPUT), text.encode())

@@ -99,13 +99,17 @@ def test_merbridge_is_in_the_expected_state(
     if expected_merbridge_state == "absent":
         assert result.stdout.strip() == "", "Merbridge DaemonSet exists in the iptables arm"
     else:
-        status = json.loads(result.stdout)["status"]
+        ds = json.loads(result.stdout)
+        status = ds["status"]
         assert (
             status["numberReady"]
             == status["desiredNumberScheduled"]
             == status["updatedNumberScheduled"]
             > 0
         )
+        # Ready means attached (roles/merbridge readiness probe), not merely started.
+        (container,) = ds["spec"]["template"]["spec"]["containers"]
+        assert container["readinessProbe"]["exec"]["command"][:2] == ["sh", "-c"]
 
 
 def test_node_exporter_runs_on_every_vm(
@@ -133,6 +137,26 @@ def test_measured_nodes_run_the_static_cpu_manager(
             host_of(name).check_output("sudo -n cat /var/lib/kubelet/cpu_manager_state")
         )
         assert state.get("entries"), f"{name}: no exclusive CPUs assigned (k6 pod not Guaranteed?)"
+
+
+def test_host_processes_stay_off_the_measured_cpus(
+    groups: dict[str, list[str]], host_of: Callable[[str], Any]
+) -> None:
+    # The kubernetes role's AllowedCPUs= drop-ins: every slice on the reserved CPU 0 (issue 22).
+    workers = [h for h in groups["kube_node"] if h not in groups["kube_control_plane"]]
+    for name in workers:
+        host = host_of(name)
+        for slice_ in ("system.slice", "user.slice"):
+            cpus = host.check_output(f"cat /sys/fs/cgroup/{slice_}/cpuset.cpus.effective")
+            assert cpus.strip() == "0", f"{name}: {slice_} may run on {cpus}"
+
+
+def test_apt_timers_are_masked(groups: dict[str, list[str]], host_of: Callable[[str], Any]) -> None:
+    for name in groups["k8s_cluster"] + groups["monitoring"]:
+        host = host_of(name)
+        for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):
+            state = host.run(f"systemctl is-enabled {timer}").stdout.strip()
+            assert state == "masked", f"{name}: {timer} is {state}"
 
 
 def test_irqbalance_is_gone_and_irqs_avoid_measured_cpus(

@@ -415,3 +415,17 @@ def test_prometheus_comes_from_upstreams_release_with_its_published_sums(rendere
     unit = (rendered / "monitoring__prometheus.service").read_text()
     assert "User=prometheus" in unit and "ExecReload=/bin/kill -HUP $MAINPID" in unit
     assert "EnvironmentFile=-/etc/default/prometheus" in unit and "$ARGS" in unit
+
+
+# ---- containerd's docker.io origin --------------------------------------------------------------
+
+
+def test_a_mirrored_registry_falls_back_to_its_own_origin(rendered: Path) -> None:
+    from meshlab.cluster import upstream
+
+    fact = upstream.value("containerd", "docker_io_origin")
+    for registry in ("docker.io", "quay.io"):
+        doc = tomllib.loads((rendered / f"containerd__hosts__{registry}.toml").read_text())
+        want = fact.get(registry, fact["default"].format(host=registry))
+        assert doc["server"] == want, registry
+        assert doc["host"]["https://mirror.example"]["capabilities"] == ["pull", "resolve"]

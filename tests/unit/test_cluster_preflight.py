@@ -16,6 +16,7 @@ from test_cluster_schedule import KUBELET_MINOR, kubelet, stack_hosts
 from typer.testing import CliRunner
 
 from meshlab.cli import app
+from meshlab.cluster.preflight import summary as preflight_summary
 
 MERBRIDGE = {"image": "ghcr.io/merbridge/merbridge", "tag": "0.8.1"}
 
@@ -233,3 +234,61 @@ def test_the_preflight_budgets_real_facts_and_refuses_a_two_cpu_machine(tmp_path
     assert "PLAY [Preflight: every pod fits its node" in said
     # k6 at 3 CPUs (an -e override reached the render) + its sidecar: 4 exclusive CPUs.
     assert "error: node lt1 (loadtest): CPU requests 4550m > allocatable" in said, said[-3000:]
+
+
+def test_meshlab_preflight_without_a_cloud_says_it_checked_the_experiment_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Issue 22: it used to print only "preflight: ok (0 changed, 3.4 s)" with no node checked.
+    monkeypatch.setenv("MESHLAB_INVENTORY", "local")
+    result = CliRunner().invoke(app, ["preflight", "experiments/cloud.yml"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("preflight: checked the experiment only; no nodes to check")
+    assert (
+        "preflight: checked: experiments/cloud.yml against what the cloud testbed runs"
+        in (lines[1])
+    )
+    assert not any(line.rstrip().endswith("ok") or ": ok " in line for line in lines)
+
+
+def test_meshlab_preflight_without_a_cloud_still_refuses_what_the_cloud_cannot_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MESHLAB_INVENTORY", "local")
+    base = yaml.safe_load((REPO / "experiments/cloud.yml").read_text())
+    duet = tmp_path / "duet.yml"
+    duet.write_text(yaml.safe_dump({**base, "design": "duet"}))
+    result = CliRunner().invoke(app, ["preflight", str(duet)])
+    assert result.exit_code != 0
+    assert "design: duet is not supported on the cloud testbed" in " ".join(result.output.split())
+
+
+# ---- the preflight says what it checked and what it could not -----------------------------------
+
+
+def test_the_preflight_summary_never_says_a_bare_ok() -> None:
+    no_cloud = {"experiment": "experiments/cloud.yml", "experiment_checked": True, "nodes": []}
+    lines = preflight_summary(no_cloud)
+    assert lines[0].startswith("checked the experiment only; no nodes to check")
+    assert any(line.startswith("not checked: image digests, the VMs") for line in lines)
+    cloud = {
+        **no_cloud,
+        "nodes": ["cp1", "w1", "lt1"],
+        "monitoring": ["mon1"],
+        "images": {
+            "merbridge": {
+                "image": "ghcr.io/merbridge/merbridge",
+                "tag": "0.8.1",
+                "digest": DIGEST,
+            }
+        },
+        "budgets_checked": True,
+    }
+    lines = preflight_summary(cloud)
+    assert f"checked: merbridge image ghcr.io/merbridge/merbridge:0.8.1 is {DIGEST}" in lines
+    assert any("4 VMs answer over SSH" in line for line in lines)
+    assert any("on the 3 Kubernetes nodes" in line for line in lines)
+    assert lines[-1].startswith("not checked here: that Merbridge's programs attach")
+    assert preflight_summary(None)[0].startswith("nothing checked")
+    assert all(line.strip() != "ok" for line in lines)

@@ -6,8 +6,11 @@ import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
+
+from meshlab.cluster import upstream
 
 REPO = Path(__file__).resolve().parents[2]
 PROC_STAT = """cpu  10 1 20 300 4 0 5 7 0 0
@@ -244,3 +247,181 @@ def test_the_agent_samples_with_the_packages_own_code() -> None:
         "t": 1700000000.5, "host": "w1", "component": "k6",
         "usage_usec": 120, "user_usec": 100, "system_usec": 20,
     }  # fmt: skip
+
+
+# ---- the agent's node snapshots (nodesnap.py, armprep.py): collect only ------------------------
+
+nodesnap = agent.nodesnap
+armprep = agent.armprep
+
+
+def test_cgroup_ids_are_the_ones_bpf_sees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # bpf.h: a cgroup v2 id reaches user space through name_to_handle_at's 8-byte handle (it is
+    # also the directory's inode number); without a handle the agent takes the inode number.
+    assert upstream.value("bpftool", "cgroup_id_from_user_space")["api"] == "name_to_handle_at"
+
+    class Libc:
+        def name_to_handle_at(self, dirfd: int, path: bytes, handle: Any, mount: Any, flags: int):
+            handle._obj.f_handle[:] = list((0x1234_5678).to_bytes(8, "little"))
+            return 0
+
+    monkeypatch.setattr(nodesnap.ctypes, "CDLL", lambda *a, **k: Libc())
+    assert nodesnap.cgroup_id(str(tmp_path)) == 0x1234_5678
+
+    def no_libc(*a: Any, **k: Any) -> Any:
+        raise OSError("no libc")
+
+    monkeypatch.setattr(nodesnap.ctypes, "CDLL", no_libc)
+    assert nodesnap.cgroup_id(str(tmp_path)) == tmp_path.stat().st_ino
+
+
+def _stat_line(pid: int, comm: str, fields: dict[int, int]) -> str:
+    """A /proc/<pid>/stat line with the given 1-based fields (others 0), proc(5)'s layout."""
+    values = [str(fields.get(n, 0)) for n in range(3, 53)]
+    values[0] = "S"  # (3) state
+    return f"{pid} ({comm}) " + " ".join(values) + "\n"
+
+
+def test_the_task_list_reads_proc5s_fields(tmp_path: Path) -> None:
+    numbers = upstream.value("manpages", "proc_pid_stat_fields")
+    proc = tmp_path / "proc"
+    task = proc / "4242" / "task" / "4243"
+    task.mkdir(parents=True)
+    v2 = upstream.value("manpages", "proc_pid_cgroup")
+    (proc / "4242" / "cgroup").write_text(f"1:cpu:/x\n{v2}/system.slice/containerd.service\n")
+    comm = "weird) name"  # comm may hold spaces and parentheses
+    fields = {numbers["flags"]: 0x400040, numbers["utime"]: 120, numbers["stime"]: 30,
+              numbers["processor"]: 2}  # fmt: skip
+    (task / "stat").write_text(_stat_line(4243, comm, fields))
+    allowed = upstream.value("manpages", "cpus_allowed_list")
+    (task / "status").write_text(f"Name:\tx\nCpus_allowed:\tf\n{allowed}:\t0-3\n")
+    (proc / "self").mkdir()  # not a pid
+    doc = nodesnap.tasks(proc)
+    assert doc["rows"] == [
+        [4242, 4243, comm, 0x400040, 150, 2, "0-3", "/system.slice/containerd.service"]
+    ]
+
+
+def fake_run(answers: dict[str, tuple[int, str]]) -> tuple[Any, list[list[str]]]:
+    """A command runner answering by the first matching argv prefix (joined with spaces)."""
+    calls: list[list[str]] = []
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        calls.append(argv)
+        line = " ".join(argv)
+        for prefix, (rc, out) in answers.items():
+            if prefix in line:
+                return rc, out if rc == 0 else "", "" if rc == 0 else out
+        return 1, "", f"no answer for {line}"
+
+    return run, calls
+
+
+MAP_SHOW = [
+    {"id": 13, "type": "lru_hash", "name": "cgroup_info_map", "bytes_key": 8, "bytes_value": 32},
+    {"id": 17, "type": "lru_hash", "name": "pair_original_d", "bytes_key": 36, "bytes_value": 24},
+    {"id": 99, "type": "hash", "name": "calico_ipsets", "bytes_key": 8, "bytes_value": 8},
+]
+
+
+def test_a_snapshot_holds_bpftools_json_and_both_iptables_backends() -> None:
+    run, calls = fake_run({
+        "cgroup show": (0, ""),  # bpftool prints nothing for a cgroup without programs
+        "map show": (0, json.dumps(MAP_SHOW)),
+        "map dump id 13": (0, "[]"),
+        "map dump id 17": (0, '[{"key": ["0x01"], "value": ["0x02"]}]'),
+        "iptables-nft-save": (0, "*nat\nCOMMIT\n"),
+        "iptables-legacy-save": (1, "iptables-legacy-save: not found"),
+    })  # fmt: skip
+    containers = [{"component": "k6", "pod": "k6-abc", "pid": 4101},
+                  {"component": "client_sidecar", "pod": "k6-abc", "pid": 4102}]  # fmt: skip
+    doc = nodesnap.snapshot("lt1", containers, run, "/usr/sbin/bpftool",
+                            ["cgroup_info_map", "pair_original_dst", "process_ip"],
+                            target="10.96.0.20:80")  # fmt: skip
+    assert doc["bpf"]["cgroup_show"] == [] and doc["bpf"]["errors"] == []
+    assert doc["bpf"]["dumps"] == {
+        "cgroup_info_map": [{"id": 13, "entries": []}],
+        "pair_original_dst": [{"id": 17, "entries": [{"key": ["0x01"], "value": ["0x02"]}]}],
+    }
+    assert list(doc["netfilter"]) == ["k6-abc"]  # once per pod
+    assert doc["netfilter"]["k6-abc"]["nft"] == "*nat\nCOMMIT\n"
+    assert doc["netfilter"]["k6-abc"]["errors"][0].startswith("iptables-legacy-save: rc 1")
+    assert calls[-1][:3] == ["nsenter", "--net=/proc/4101/ns/net", "--"]
+    assert "tasks" not in doc and doc["t_begin"] <= doc["t_end"]
+
+
+def test_rearm_deletes_exactly_the_entries_the_controller_named() -> None:
+    import cluster_render as cr
+
+    from meshlab.cluster import arm_ready
+
+    stale = {"k6": 1, "client_sidecar": 0}
+    snaps = [cr.snapshot("lt1", 1.0, merbridge=True, in_mesh=stale)]
+    plan = arm_ready.rearm(snaps)["lt1"]
+    run, calls = fake_run({"map show": (0, json.dumps(MAP_SHOW)), "map delete": (0, "")})
+    args = type("Args", (), {"plan_json": json.dumps(plan), "bpftool": "bpftool"})
+    armprep.rearm(args, run)
+    delete = calls[-1]
+    syntax = upstream.value("bpftool", "map_delete_syntax")  # map delete id <id> key hex <bytes>
+    assert delete[1:7] == [*syntax[:3], "13", *syntax[4:6]]
+    # The key deleted is the dump's own key of client_sidecar's cgroup (id 1002).
+    (entry,) = [e for e in snaps[0]["bpf"]["dumps"]["cgroup_info_map"][0]["entries"]
+                if e["key"][:2] == ["0xea", "0x03"]]  # fmt: skip
+    assert delete[7:] == [b[2:] for b in entry["key"]]
+    run, calls = fake_run({"map show": (0, json.dumps(MAP_SHOW * 2))})
+    armprep.rearm(args, run)
+    assert not any("delete" in c for c in calls)  # two maps of that name: delete nothing
+
+
+def test_the_probe_asks_until_enough_answers_in_a_row_are_200() -> None:
+    # The first answers may be errors: the server Envoy's first connect to nginx goes to 15006
+    # until sockops learns its process (Merbridge's legacy path).
+    assert upstream.value("merbridge", "legacy_sidecar_to_local_pod")["unknown"] == 15006
+    import http.server
+    import threading
+
+    codes = iter([503, 200, 503, 200, 200, 200, 200])
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Connection", ""))
+            self.send_response(next(codes))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/get"
+        result = armprep.probe_requests(url, requests=10, successes=3, pause=0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result == {"ok": True, "codes": [503, 200, 503, 200, 200, 200]}
+    assert set(seen) == {"close"}  # a new connection each time: every hop connects again
+
+
+def test_sample_snapshots_the_window_and_lets_k6_start_after_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crictl, root = _fake_node(tmp_path)
+    run, _ = fake_run({"cgroup show": (0, "[]"), "map show": (0, "[]")})
+    monkeypatch.setattr(nodesnap, "run_command", run)
+    out, stop = tmp_path / "trial", tmp_path / "stop"
+    stop.touch()
+    window, ready = out / "node-window.json", out / "window-start.done"
+    rc = agent.main(
+        ["sample", "--out-dir", str(out), "--host", "lt1", "--crictl", str(crictl),
+         "--cgroup-root", str(root), "--stop-file", str(stop), "--max-seconds", "30",
+         "--window-file", str(window), "--ready-file", str(ready), "--target", "10.96.0.20:80",
+         *[f"--component={c}" for c in COMPONENTS]]
+    )  # fmt: skip
+    assert rc == 0 and ready.exists()
+    doc = json.loads(window.read_text())
+    assert doc["start"]["t_end"] <= doc["end"]["t_begin"]
+    assert {c["component"] for c in doc["start"]["containers"]} == {"k6", "client_sidecar"}
+    assert doc["end"]["target"] == "10.96.0.20:80" and doc["end"]["tasks"]["rows"]

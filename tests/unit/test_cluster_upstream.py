@@ -22,6 +22,16 @@ VERSION_OF = {
     "istio": VERSIONS["meshlab_versions"]["istio"],
     "calico": "v" + VERSIONS["meshlab_versions"]["calico"],
     "kubernetes": "v" + VERSIONS["meshlab_versions"]["kubernetes"],
+    "containerd": "v" + VERSIONS["meshlab_versions"]["containerd"],
+}
+# Not pinned by meshlab but shipped by the VMs' OS, Debian 12 (bookworm, every cluster role's
+# meta/main.yml platform): systemd 252, bpftool 7.1.0 (from Linux 6.1), iptables 1.8.9-2. proc(5)
+# was read at man-pages-5.13 (the mirror's newest tag; Debian 12 ships 6.03, same /proc fields).
+DEBIAN_12 = {
+    "systemd": "v252.31",
+    "bpftool": "v7.1.0",
+    "iptables": "1.8.9-2",
+    "manpages": "man-pages-5.13",
 }
 
 
@@ -35,9 +45,18 @@ def test_every_fact_names_repository_tag_and_path(path: Path) -> None:
 
 def test_the_facts_are_about_the_pinned_versions() -> None:
     projects = {p.name.split("-")[0]: p for p in FIXTURES}
-    assert set(projects) == set(VERSION_OF)
+    assert set(projects) == set(VERSION_OF) | set(DEBIAN_12)
     for project, path in projects.items():
-        assert str(yaml.safe_load(path.read_text())["tag"]) == VERSION_OF[project], project
+        want = {**VERSION_OF, **DEBIAN_12}[project]
+        assert str(yaml.safe_load(path.read_text())["tag"]) == want, project
+
+
+def test_the_os_facts_are_about_the_os_the_roles_target() -> None:
+    roles = [p.parent.parent for p in (REPO / "roles").glob("*/meta/main.yml")]
+    cloud = [r for r in roles if not r.name.startswith("testbed_")]
+    for role in cloud:
+        meta = yaml.safe_load((role / "meta/main.yml").read_text())["galaxy_info"]
+        assert meta["platforms"] == [{"name": "Debian", "versions": ["bookworm"]}], role.name
 
 
 def daemonset(rendered: Path) -> dict[str, Any]:
@@ -162,3 +181,24 @@ def test_calico_node_requests_are_upstreams(rendered: Path) -> None:
     (ds,) = [d for d in docs(rendered / "calico__calico.yaml") if d["kind"] == "DaemonSet"]
     node = ds["spec"]["template"]["spec"]["containers"][0]
     assert node["resources"]["requests"] == upstream.value("calico", "calico_node_requests")
+
+
+def test_merbridge_unloads_in_its_prestop_as_its_release_does(rendered: Path) -> None:
+    (container,) = daemonset(rendered)["containers"]
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == upstream.value(
+        "merbridge", "unload"
+    )
+
+
+def test_istio_writes_iptables_rules_the_agent_can_count(rendered: Path) -> None:
+    # istio-init's rules land in the nat table (not native nftables), where `iptables-save -c`
+    # reads ISTIO_REDIRECT and ISTIO_IN_REDIRECT's counters per trial.
+    (iop,) = docs(rendered / "istio__istio-operator.yaml")
+    native = iop["spec"]["values"].get("global", {}).get("nativeNftables")
+    assert native in (None, False)
+    assert upstream.value("istio", "iptables_native_nftables_default") is False
+    assert set(upstream.value("istio", "iptables_output_returns")) == {
+        "passthrough_source_over_lo",
+        "non_proxy_uid_over_lo",
+    }
+    assert upstream.value("iptables", "save_counters_prefix").startswith("[packets:bytes] -A")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cluster_render import playbook
 
 REPO = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO / "playbooks/group_vars/all/versions.yml"
@@ -184,3 +186,81 @@ def test_every_role_has_argument_specs_covering_its_prefixed_defaults() -> None:
         assert set(defaults) <= documented, (
             f"{role}: undocumented inputs {set(defaults) - documented}"
         )
+
+
+# ---- one download role for the six cloud roles --------------------------------------------------
+
+DOWNLOADERS = ("calico", "containerd", "istio", "kubernetes", "monitoring", "node_exporter")
+
+
+def test_every_cloud_download_goes_through_the_download_role() -> None:
+    for role in CLUSTER_ROLES:
+        for path in sorted((REPO / f"roles/{role}/tasks").glob("*.yml")):
+            tasks = iter_tasks(yaml.safe_load(path.read_text()) or [])
+            uses = [
+                t
+                for t in tasks
+                if t.get("ansible.builtin.include_role", {}).get("name") == "download"
+            ]
+            direct = [t["name"] for t in tasks if "ansible.builtin.get_url" in t]
+            assert role == "download" or direct == [], f"{path}: {direct}"
+            if role in DOWNLOADERS and uses:
+                for task in uses:
+                    for item in task["vars"]["download_files"]:
+                        assert item.get("checksum") or item.get("unverified_because"), path
+    using = {
+        role
+        for role in CLUSTER_ROLES
+        for path in (REPO / f"roles/{role}/tasks").glob("*.yml")
+        if "name: download" in path.read_text()
+    }
+    assert using == set(DOWNLOADERS)
+
+
+def _download_play(tmp_path: Path, files: list[dict[str, Any]]) -> Any:
+    import grp
+    import os
+    import pwd
+
+    me = {
+        "download_owner": pwd.getpwuid(os.getuid()).pw_name,  # the role's default is root
+        "download_group": grp.getgrgid(os.getgid()).gr_name,
+        "download_retries": 0,
+        "download_delay_s": 0,
+        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+    }
+    play = [
+        {
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "vars": me,
+            "tasks": [
+                {
+                    "name": "Download",
+                    "ansible.builtin.include_role": {"name": "download"},
+                    "vars": {"download_files": files},
+                }
+            ],
+        }
+    ]
+    path = tmp_path / "play.yml"
+    path.write_text(yaml.safe_dump(play))
+    return playbook("-i", "localhost,", str(path))
+
+
+def test_the_download_role_verifies_and_refuses_the_unverified(tmp_path: Path) -> None:
+    source = tmp_path / "artifact.tar"
+    source.write_bytes(b"pinned bytes")
+    digest = hashlib.sha256(b"pinned bytes").hexdigest()
+    good = {"url": source.as_uri(), "dest": str(tmp_path / "got"), "checksum": f"sha256:{digest}"}
+    proc = _download_play(tmp_path, [good])
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / "got").read_bytes() == b"pinned bytes"
+    bad = {**good, "dest": str(tmp_path / "bad"), "checksum": "sha256:" + "0" * 64}
+    proc = _download_play(tmp_path, [bad])
+    assert proc.returncode != 0 and not (tmp_path / "bad").exists()
+    unverified = {"url": source.as_uri(), "dest": str(tmp_path / "none")}
+    proc = _download_play(tmp_path, [unverified])
+    assert proc.returncode != 0 and "no sha256 checksum" in proc.stdout
+    assert not (tmp_path / "none").exists()

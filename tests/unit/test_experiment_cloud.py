@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import cluster_render
 import pytest
 import trial_fixtures as tf
 from typer.testing import CliRunner
@@ -33,6 +34,7 @@ PLACEMENT = {
 }
 RAW_FILES = {"trial.json", "k6-raw.csv.gz", "k6-summary.json", "proc-stat.jsonl"}
 RAW_FILES |= {"cgroup-cpu.jsonl", "k6-output.txt", "load.js"}
+RAW_FILES |= {"path-evidence.json", "host-cpus.json"}  # meshlab.cluster.trial_evidence
 
 
 @pytest.fixture(autouse=True)
@@ -71,6 +73,7 @@ def _fetch(
     k6: bool = True,
     spike_host: str | None = None,
     skip: tuple[str, ...] = (),
+    dataplane: str = "iptables",
 ) -> None:
     """What trial_cluster.yml fetches into RAW (flat), for a trial launched at tf.T0."""
     raw.mkdir(parents=True, exist_ok=True)
@@ -106,13 +109,17 @@ def _fetch(
             settle = {"seconds": 11.2, "cpu_busy_percent": 0.4, "rules_stable": True}
             settle |= {"timed_out": False, "rules": 900 + len(host), "host": host}
             (raw / f"{host}.settle.json").write_text(json.dumps(settle))
+    # Every node's snapshots at the window's edges: a clean trial of the arm (test_cluster_arm).
+    windows = cluster_render.windows(dataplane, tf.T0 + lp.warmup_s, lp.duration_s + 3)
+    for host, window in windows.items():
+        (raw / f"{host}.node-window.json").write_text(json.dumps(window))
 
 
 def _prepared(tmp_path: Path, **fetch: Any) -> tuple[Path, dict[str, Any], Any]:
     run_dir = _run(tmp_path)
     prep = engine.prepare(run_dir, 0, "http://10.96.0.20:80/get", GIB)
     lp = RunDir(run_dir).load_manifest().experiment.load_points[0]
-    _fetch(Path(prep["raw_dir"]), lp, **fetch)
+    _fetch(Path(prep["raw_dir"]), lp, dataplane=prep["dataplane"], **fetch)
     return run_dir, prep, lp
 
 
@@ -338,7 +345,7 @@ def test_cli_prepare_and_ingest_print_json(tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     prep = json.loads(done.output)
     lp = spec.load(SMOKE).load_points[0]
-    _fetch(Path(prep["raw_dir"]), lp)
+    _fetch(Path(prep["raw_dir"]), lp, dataplane=prep["dataplane"])
     ingest = ["engine", "ingest", str(run_dir), "--index", "0", "--raw", prep["raw_dir"]]
     done = cli.invoke(app, ingest)
     assert done.exit_code == 0 and json.loads(done.output)["trials"][0]["status"] == "valid"

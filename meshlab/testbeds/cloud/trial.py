@@ -15,6 +15,9 @@ playbooks/tasks/trial_cluster.yml drives one plan step:
     <host>.cgroup-cpu.jsonl           per-second cpu.stat of the experiment containers on that node
     <host>.containers.json            which container is which component there (pod, cpus, cgroup)
     <host>.settle.json                the flooder role's settle result on that node
+    <host>.node-window.json           the node's snapshots at the window's edges (trial agent):
+                                      judged by meshlab.cluster.trial_evidence into
+                                      path-evidence.json and host-cpus.json
 
 and writes the trial directory exactly as the local testbed does (results/README.md), trial.json
 last. Steal and node CPU count only the nodes that ran a measured container (the load-test node
@@ -28,6 +31,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from meshlab.cluster import trial_evidence
 from meshlab.core.arms import CLOUD_DATAPLANES
 from meshlab.core.procstat import read_jsonl
 from meshlab.errors import MeshlabError
@@ -101,6 +105,9 @@ def prepare(
         "k6_env": [f"{k}={v}" for k, v in load.k6_env(lp, k6_memory_limit).items()],
         "sample_interval_s": SAMPLE_INTERVAL_S,
         "time_limit_s": load.time_limit_s(lp),
+        # k6 measures until warm-up + duration after its start: the controller waits that long
+        # without touching the nodes (trial_cluster.yml), then collects.
+        "measured_until_s": lp.warmup_s + lp.duration_s,
     }
 
 
@@ -222,6 +229,14 @@ def ingest(manifest: Manifest, slot: TrialSlot, raw: Path) -> TrialRecord:
         if name in containers and not any(r["component"] == name for r in cg_rows):
             problems.append(f"no cgroup CPU samples of {name} covering the measured window")
     stat_rows = [r for h in measured for r in stat_all.get(h, [])]
+
+    # Which path each hop took and what else ran on the exclusive CPUs (the nodes' snapshots at
+    # the window's edges): reasons reject the trial like any other problem.
+    dataplane = exp.arms[slot.entry.arm].dataplane
+    paths, cpus, reasons = trial_evidence.collect(raw, dataplane, (started + lp.warmup_s, ended))
+    problems += reasons
+    slot.dir.write_json(slot.dir.PATH_EVIDENCE, paths)
+    slot.dir.write_json(slot.dir.HOST_CPUS, cpus)
 
     # The raw sample files, complete, then trial.json (judge) last.
     slot.dir.write_samples(stat_rows, cg_rows)

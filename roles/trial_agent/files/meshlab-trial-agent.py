@@ -7,6 +7,23 @@
       D/cgroup-cpu.jsonl (the formats of results/README.md), until F exists or N seconds passed.
       D/containers.json says which container is which component (pod, cgroup, CPUs).
 
+      With --window-file W: the node's snapshot (nodesnap.py: what is attached to the root
+      cgroup, Merbridge's maps, the measured pods' nat counters, every task's CPU) before the
+      first sample and after the last one, as W = {"start": ..., "end": ...}; --ready-file R is
+      touched once the first is taken (`k6 --start-after R` waits for it).
+
+  meshlab-trial-agent snapshot --out FILE --component ...
+      One snapshot (without the task list), for the arm check before the trials
+      (meshlab.cluster.arm_ready on the controller decides from it).
+
+  meshlab-trial-agent rearm --plan-json JSON
+      Delete the cgroup_info_map entries the controller named (meshlab.cluster.arm_ready.rearm:
+      measured containers Merbridge decided "not in mesh" before their sidecar listened).
+
+  meshlab-trial-agent probe --url URL --out FILE --component k6=k6/k6
+      GET URL, a new connection each time, from inside the k6 container (its cgroup and network
+      namespace, like k6 itself) until enough answers are 200: every measured cgroup connects.
+
   meshlab-trial-agent k6 --out-dir D --limit-s N --component k6=k6/k6 -- K6_ARGS...
       Runs the k6 binary of the k6 container as a process of that container, the way the local
       testbed's podexec does: in its cgroup (its CPU is accounted there), in its network
@@ -34,6 +51,8 @@ from typing import Any
 # procstat.py is meshlab/core/procstat.py, installed beside this script by the trial_agent role:
 # the node samples with the very code the local testbed samples with.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import armprep
+import nodesnap
 import procstat
 
 
@@ -94,16 +113,21 @@ def discover(
 ) -> list[dict[str, Any]]:
     pods = crictl_json(crictl, "pods", "--namespace", namespace)
     ps = crictl_json(crictl, "ps", "--namespace", namespace)
+    sandboxes = {c["id"]: c.get("podSandboxId", "") for c in ps.get("containers") or []}
     found = []
     for c in match_containers(pods, ps, namespace, wanted):
         cgroup = find_cgroup(cgroup_root, c["id"])
-        cpus = ""
+        record = {**c, "host": host, "cgroup": str(cgroup or ""), "cpus": ""}
         if cgroup is not None:
             try:
-                cpus = (cgroup / "cpuset.cpus.effective").read_text().strip()
-            except OSError:
-                cpus = ""
-        found.append({**c, "host": host, "cgroup": str(cgroup or ""), "cpus": cpus})
+                record["cpus"] = (cgroup / "cpuset.cpus.effective").read_text().strip()
+                record["pid"] = int((cgroup / "cgroup.procs").read_text().split()[0])
+                record["cgroup_id"] = nodesnap.cgroup_id(str(cgroup))
+            except (OSError, ValueError, IndexError):
+                pass
+        sandbox = sandboxes.get(c["id"], "")
+        record["pod_ip"] = nodesnap.pod_ip(nodesnap.run_command, crictl, sandbox) if sandbox else ""
+        found.append(record)
     return found
 
 
@@ -149,6 +173,9 @@ def sample(args: argparse.Namespace) -> int:
         (out / "agent-errors.txt").write_text(f"container discovery failed: {err}\n")
     containers = [c for c in containers if c["cgroup"]]
     write_json(out / "containers.json", containers)
+    window = {"start": take_snapshot(args, containers, with_tasks=True)} if args.window_file else {}
+    if args.ready_file:
+        Path(args.ready_file).touch()  # k6 waits for this: the snapshot precedes its connections
     stop = Path(args.stop_file)
     deadline = time.time() + args.max_seconds
     step = args.interval
@@ -167,19 +194,63 @@ def sample(args: argparse.Namespace) -> int:
             ps.flush()
             cg.flush()
             if stop.exists() or time.time() >= deadline:
-                return 0
+                break
             next_t += step
             if next_t < time.time():
                 next_t = (int(time.time() / step) + 1) * step
+    if args.window_file:
+        window["end"] = take_snapshot(args, containers, with_tasks=True)
+        write_json(Path(args.window_file), window)
+    return 0
+
+
+def take_snapshot(
+    args: argparse.Namespace, containers: list[dict[str, Any]], with_tasks: bool
+) -> dict[str, Any]:
+    return nodesnap.snapshot(
+        args.host,
+        containers,
+        nodesnap.run_command,
+        args.bpftool,
+        args.dump_map,
+        target=args.target,
+        with_tasks=with_tasks,
+    )
+
+
+def snapshot_cmd(args: argparse.Namespace) -> int:
+    """One snapshot for the arm check; a failed discovery is recorded, not fatal."""
+    errors = []
+    try:
+        found = discover(
+            args.crictl,
+            args.namespace,
+            parse_components(args.component),
+            args.cgroup_root,
+            args.host,
+        )
+    except (OSError, subprocess.CalledProcessError, ValueError) as err:
+        found, errors = [], [f"container discovery failed: {err}"]
+    doc = take_snapshot(args, [c for c in found if c["cgroup"]], with_tasks=False)
+    doc["errors"] += errors
+    write_json(Path(args.out), doc)
+    return 0
 
 
 def k6_argv(pid: int, cpus: str, limit_s: int, k6_binary: str, k6_args: list[str]) -> list[str]:
     return [
-        "timeout", "--kill-after=10", str(limit_s),
-        "taskset", "-c", cpus,
-        "nsenter", f"--net=/proc/{pid}/ns/net", "--",
-        f"/proc/{pid}/root{k6_binary}", *k6_args,
-    ]  # fmt: skip
+        "timeout",
+        "--kill-after=10",
+        str(limit_s),
+        "taskset",
+        "-c",
+        cpus,
+        "nsenter",
+        f"--net=/proc/{pid}/ns/net",
+        "--",
+        f"/proc/{pid}/root{k6_binary}",
+        *k6_args,
+    ]
 
 
 def run_k6(args: argparse.Namespace) -> int:
@@ -187,6 +258,12 @@ def run_k6(args: argparse.Namespace) -> int:
     record: dict[str, Any] = {"rc": -1, "started": None, "ended": None, "cpus": ""}
     record["host"] = args.host
     output = ""
+    if args.start_after:
+        # The node's start snapshot must not overlap k6's first connections (their counters).
+        deadline = time.time() + args.start_after_timeout
+        while not Path(args.start_after).exists() and time.time() < deadline:
+            time.sleep(0.05)
+        record["start_after_waited"] = Path(args.start_after).exists()
     try:
         wanted = parse_components(args.component)
         found = discover(args.crictl, args.namespace, wanted, args.cgroup_root, args.host)
@@ -241,27 +318,57 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("sample", "k6"):
+    for name in ("sample", "k6", "snapshot", "probe"):
         p = sub.add_parser(name)
-        p.add_argument("--out-dir", required=True)
         p.add_argument("--host", default=socket.gethostname())
         p.add_argument("--namespace", default="meshlab")
         p.add_argument("--component", action="append", default=[])
         p.add_argument("--crictl", default="/usr/local/bin/crictl")
         p.add_argument("--cgroup-root", type=Path, default=Path("/sys/fs/cgroup/kubepods.slice"))
+    for name in ("sample", "snapshot", "rearm"):
+        p = sub.choices.get(name) or sub.add_parser(name)
+        p.add_argument("--bpftool", default="/usr/sbin/bpftool")
+        p.add_argument("--dump-map", action="append", default=[], help="Merbridge map to dump")
+        p.add_argument("--target", default="", help="k6's target IP:PORT (recorded)")
+    for name in ("sample", "k6"):
+        sub.choices[name].add_argument("--out-dir", required=True)
     s = sub.choices["sample"]
     s.add_argument("--stop-file", required=True)
     s.add_argument("--max-seconds", type=float, required=True)
     s.add_argument("--affinity", default="", help="CPU list to run the sampler on")
     s.add_argument("--interval", type=float, default=0.2, help="seconds between samples")
+    s.add_argument("--window-file", default="", help="snapshots at the start and the end")
+    s.add_argument("--ready-file", default="", help="touched once the start snapshot is taken")
+    sub.choices["snapshot"].add_argument("--out", required=True)
+    sub.choices["rearm"].add_argument("--plan-json", required=True)
+    pr = sub.choices["probe"]
+    pr.add_argument("--url", required=True)
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--requests", type=int, default=20)
+    pr.add_argument("--successes", type=int, default=3)
+    inner = sub.add_parser("probe-requests")
+    inner.add_argument("--url", required=True)
+    inner.add_argument("--requests", type=int, default=20)
+    inner.add_argument("--successes", type=int, default=3)
     k = sub.choices["k6"]
     k.add_argument("--limit-s", type=int, required=True)
     k.add_argument("--k6-binary", default="/usr/bin/k6", help="path inside the k6 container")
     k.add_argument("--env", type=_env, action="append", default=[])
+    k.add_argument("--start-after", default="", help="wait until this file exists")
+    k.add_argument("--start-after-timeout", type=float, default=60.0)
     k.add_argument("k6_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.cmd == "sample":
         return sample(args)
+    if args.cmd == "snapshot":
+        return snapshot_cmd(args)
+    if args.cmd == "rearm":
+        return armprep.rearm(args)
+    if args.cmd == "probe":
+        return armprep.probe(args, discover, parse_components, Path(__file__).resolve())
+    if args.cmd == "probe-requests":
+        print(json.dumps(armprep.probe_requests(args.url, args.requests, args.successes)))
+        return 0
     if args.k6_args[:1] == ["--"]:
         args.k6_args = args.k6_args[1:]
     return run_k6(args)
