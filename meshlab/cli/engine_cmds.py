@@ -136,7 +136,7 @@ def preflight(
     kubelet_minor: Annotated[int, typer.Option(help="Kubernetes minor version (1.x)")] = 35,
 ) -> None:
     """(cloud) What the cluster cannot run, refused before the install (playbooks/preflight.yml)."""
-    from meshlab.cluster import preflight as checks
+    from meshlab.testbeds.cloud import preflight as checks
 
     print_json(
         checks.run(
@@ -162,7 +162,7 @@ def arm_ready(
     probe_dir: Annotated[str, typer.Option(help="directory of the probe's answers")] = "",
 ) -> None:
     """(cloud) Before the trials: is the arm on every node what it says? (cluster.arm_ready)"""
-    from meshlab.cluster import arm_ready as checks
+    from meshlab.testbeds.cloud import arm_ready as checks
 
     print_json(
         checks.run(snapshots, dataplane, rearm, Path(probe_dir) if probe_dir else None),
@@ -179,7 +179,7 @@ def cluster_lease(
 ) -> None:
     """(cloud) The Lease manifest to apply for this run, {"delete": true}, or a refusal naming
     the run that holds the cluster."""
-    from meshlab.cluster import lease
+    from meshlab.testbeds.cloud import lease
 
     manifest = lease.decide(_json(lease_json, "--lease-json"), holder, namespace, release=release)
     print_json({"delete": True} if manifest is None else {"apply": manifest})

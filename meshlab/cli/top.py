@@ -86,7 +86,7 @@ def preflight(
     every node's CPU budget (also during an arm switch), kernel features (needs a stack); says
     what it checked and what it could not."""
     from meshlab import ansible, paths
-    from meshlab.cluster.preflight import summary
+    from meshlab.testbeds.cloud.preflight import summary
 
     run = ansible.run_playbook(
         "playbooks/preflight.yml",

@@ -110,9 +110,10 @@ def fake_registry(digest: str = DIGEST) -> Iterator[str]:
         server.server_close()
 
 
-# ---- node snapshots as the trial agent records them (meshlab/cluster/node_snapshot.py) ---------
+# ---- node snapshots as the trial agent records them (meshlab/testbeds/cloud/node_snapshot.py)
 # Built from Merbridge 0.8.1's C structs with struct.pack, independently of the decoder in
-# meshlab/cluster/merbridge_maps.py (which reads the layouts from the facts), in bpftool 7.1.0's
+# meshlab/testbeds/cloud/merbridge_maps.py (which reads the layouts from the facts), in bpftool
+# 7.1.0's
 # JSON shapes: `map dump` entries as "0x%02hhx" strings, `cgroup show` with libbpf's attach names.
 
 Z12 = b"\0" * 12

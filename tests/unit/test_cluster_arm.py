@@ -3,7 +3,7 @@ the trials, and every trial's path evidence and integrity gate, clean and doctor
 
 The snapshots are built by cluster_render (Merbridge 0.8.1's C structs packed with struct, in
 bpftool 7.1.0's JSON shapes), independently of the decoder under test, which reads the layouts
-from meshlab/cluster/facts."""
+from meshlab/testbeds/cloud/facts."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import cluster_render as cr
 import pytest
 
-from meshlab.cluster import arm_check, arm_ready, merbridge_maps, netfilter, node_snapshot
+from meshlab.testbeds.cloud import arm_check, arm_ready, merbridge_maps, netfilter, node_snapshot
 
 T0, SECONDS = 1_795_000_000.0, 25.0
 WINDOW = (T0, T0 + SECONDS)
@@ -28,7 +28,7 @@ def ready(dataplane: str, **doctor: Any) -> list[dict[str, Any]]:
 
 
 def test_the_decoder_reads_what_merbridges_structs_hold() -> None:
-    from meshlab.cluster import upstream
+    from meshlab.testbeds.cloud import upstream
 
     # bpftool 7.1.0 prints raw bytes for maps without BTF (Merbridge's are made by `map create`)
     assert upstream.value("bpftool", "map_dump_json_entry")["key"] == "hex_byte_strings"
@@ -74,7 +74,7 @@ def test_a_dump_whose_sizes_differ_from_the_facts_is_refused_not_misread() -> No
 
 
 def test_only_merbridges_programs_and_maps_are_recognised() -> None:
-    from meshlab.cluster import upstream
+    from meshlab.testbeds.cloud import upstream
 
     assert {"id", "attach_type", "name"} <= set(upstream.value("bpftool", "cgroup_show_json"))
     # bpftool shows the BTF name where the kernel cut it at 15 characters: both must match.
@@ -115,7 +115,7 @@ def test_a_clean_ebpf_cluster_is_ready_and_needs_no_rearm() -> None:
 
 
 def test_sidecars_decided_not_in_mesh_are_rearmed_and_refused_until_they_are() -> None:
-    from meshlab.cluster import upstream
+    from meshlab.testbeds.cloud import upstream
 
     assert upstream.value("merbridge", "in_mesh_decided_once")["rechecked"] is False  # why
     # What Merbridge 0.8.1 records when it is Ready before the workload restarts: istio-proxy's
@@ -180,7 +180,7 @@ def test_programs_left_attached_refuse_the_iptables_arm_naming_node_and_program(
 
 
 def test_a_clean_ebpf_trial_passes_with_each_hops_carrier() -> None:
-    from meshlab.cluster import upstream
+    from meshlab.testbeds.cloud import upstream
 
     # sockops records a pair only for a connect connect4 rewrote (the k6 hop, the sidecar's to
     # nginx): what the carriers below are read from.
@@ -374,7 +374,7 @@ def test_merbridge_is_ready_only_once_its_own_programs_are_attached(
 ) -> None:
     import subprocess
 
-    from meshlab.cluster import upstream
+    from meshlab.testbeds.cloud import upstream
 
     command = _probe_command(rendered)
     # Nothing marks Merbridge Ready once `make attach` is done: the probe is ours.
@@ -407,7 +407,7 @@ def test_merbridge_is_ready_only_once_its_own_programs_are_attached(
 
 
 def test_rollout_status_waits_for_that_readiness(rendered: Any) -> None:
-    from meshlab.cluster import upstream
+    from meshlab.testbeds.cloud import upstream
 
     fact = upstream.value("kubernetes", "daemonset_rollout_status")
     ds = _daemonset(rendered)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from test_cluster_versions import CLUSTER_ROLES, iter_tasks
 
-from meshlab.cluster import host_cpus, upstream
+from meshlab.testbeds.cloud import host_cpus, upstream
 
 REPO = cr.REPO
 VCPUS = 4  # the default shape's Kubernetes VMs (infra/config.py)

@@ -421,7 +421,7 @@ def test_prometheus_comes_from_upstreams_release_with_its_published_sums(rendere
 
 
 def test_a_mirrored_registry_falls_back_to_its_own_origin(rendered: Path) -> None:
-    from meshlab.cluster import upstream
+    from meshlab.testbeds.cloud import upstream
 
     fact = upstream.value("containerd", "docker_io_origin")
     for registry in ("docker.io", "quay.io"):

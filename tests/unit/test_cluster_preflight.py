@@ -16,7 +16,7 @@ from test_cluster_schedule import KUBELET_MINOR, kubelet, stack_hosts
 from typer.testing import CliRunner
 
 from meshlab.cli import app
-from meshlab.cluster.preflight import summary as preflight_summary
+from meshlab.testbeds.cloud.preflight import summary as preflight_summary
 
 MERBRIDGE = {"image": "ghcr.io/merbridge/merbridge", "tag": "0.8.1"}
 

@@ -3,7 +3,7 @@
 Renders the workload, Calico, Istio, Merbridge and flooder manifests for the default stack config
 (tests/cluster/render_manifests.yml), takes each node's allocatable CPU and memory from the stack's
 flavor (infra/config.py defaults) and the kubelet configuration the kubernetes role writes, and
-asks meshlab.cluster.schedule what the scheduler and the static CPU manager would do.
+asks meshlab.testbeds.cloud.schedule what the scheduler and the static CPU manager would do.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import yaml
 from cluster_render import VERSIONS, docs
 
 from infra.config import parse
-from meshlab.cluster import preflight, schedule
 from meshlab.record import spec as spec_mod
+from meshlab.testbeds.cloud import preflight, schedule
 
 REPO = Path(__file__).resolve().parents[2]
 KUBELET_MINOR = int(VERSIONS["meshlab_versions"]["kubernetes"].split(".")[1])

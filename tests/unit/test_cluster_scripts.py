@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from meshlab.cluster import upstream
+from meshlab.testbeds.cloud import upstream
 
 REPO = Path(__file__).resolve().parents[2]
 PROC_STAT = """cpu  10 1 20 300 4 0 5 7 0 0
@@ -353,7 +353,7 @@ def test_a_snapshot_holds_bpftools_json_and_both_iptables_backends() -> None:
 def test_rearm_deletes_exactly_the_entries_the_controller_named() -> None:
     import cluster_render as cr
 
-    from meshlab.cluster import arm_ready
+    from meshlab.testbeds.cloud import arm_ready
 
     stale = {"k6": 1, "client_sidecar": 0}
     snaps = [cr.snapshot("lt1", 1.0, merbridge=True, in_mesh=stale)]

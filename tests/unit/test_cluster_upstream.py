@@ -1,7 +1,8 @@
 """The rendered roles against facts read from the pinned upstream versions' own source.
 
-Every fact lives in meshlab/cluster/facts/<project>-<version>.yml with the repository, tag
-(and commit) and the path it was read from; meshlab.cluster.upstream refuses a fact without them.
+Every fact lives in meshlab/testbeds/cloud/facts/<project>-<version>.yml with the repository, tag
+(and commit) and the path it was read from; meshlab.testbeds.cloud.upstream refuses a fact
+without them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 import yaml
 from cluster_render import VERSIONS, docs
 
-from meshlab.cluster import upstream
+from meshlab.testbeds.cloud import upstream
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = sorted(upstream.FACTS_DIR.glob("*.yml"))

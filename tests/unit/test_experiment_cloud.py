@@ -34,7 +34,7 @@ PLACEMENT = {
 }
 RAW_FILES = {"trial.json", "k6-raw.csv.gz", "k6-summary.json", "proc-stat.jsonl"}
 RAW_FILES |= {"cgroup-cpu.jsonl", "k6-output.txt", "load.js"}
-RAW_FILES |= {"path-evidence.json", "host-cpus.json"}  # meshlab.cluster.trial_evidence
+RAW_FILES |= {"path-evidence.json", "host-cpus.json"}  # meshlab.testbeds.cloud.trial_evidence
 
 
 @pytest.fixture(autouse=True)

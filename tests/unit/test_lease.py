@@ -13,8 +13,8 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
-from meshlab.cluster import lease as cluster_lease
 from meshlab.errors import MeshlabError
+from meshlab.testbeds.cloud import lease as cluster_lease
 from meshlab.testbeds.local import lease
 
 REPO = Path(__file__).resolve().parents[2]

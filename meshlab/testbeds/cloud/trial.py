@@ -16,7 +16,7 @@ playbooks/tasks/trial_cluster.yml drives one plan step:
     <host>.containers.json            which container is which component there (pod, cpus, cgroup)
     <host>.settle.json                the flooder role's settle result on that node
     <host>.node-window.json           the node's snapshots at the window's edges (trial agent):
-                                      judged by meshlab.cluster.trial_evidence into
+                                      judged by meshlab.testbeds.cloud.trial_evidence into
                                       path-evidence.json and host-cpus.json
 
 and writes the trial directory exactly as the local testbed does (results/README.md), trial.json
@@ -31,13 +31,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from meshlab.cluster import trial_evidence
 from meshlab.core.arms import CLOUD_DATAPLANES
 from meshlab.core.procstat import read_jsonl
 from meshlab.errors import MeshlabError
 from meshlab.record.format import COMPONENTS, Manifest, TrialRecord, iso_of
 from meshlab.record.rundir import TrialDir
 from meshlab.record.spec import Experiment
+from meshlab.testbeds.cloud import trial_evidence
 from meshlab.trial import load
 from meshlab.trial.judge import Evidence, judge
 from meshlab.trial.slot import TrialSlot

@@ -2,7 +2,7 @@
 
 Installed beside meshlab-trial-agent by the trial_agent role (standard library only).
 
-- `rearm`: delete the cgroup_info_map entries meshlab.cluster.arm_ready.rearm named (measured
+- `rearm`: delete the cgroup_info_map entries meshlab.testbeds.cloud.arm_ready.rearm named (measured
   containers Merbridge 0.8.1 decided "not in mesh" at a first connect made before their sidecar
   listened on 15001; the entry is a cache Merbridge never re-checks).
 - `probe`: GET the server through the k6 container's sidecar, a new connection each time, from a

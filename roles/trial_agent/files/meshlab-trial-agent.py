@@ -14,10 +14,11 @@
 
   meshlab-trial-agent snapshot --out FILE --component ...
       One snapshot (without the task list), for the arm check before the trials
-      (meshlab.cluster.arm_ready on the controller decides from it).
+      (meshlab.testbeds.cloud.arm_ready on the controller decides from it).
 
   meshlab-trial-agent rearm --plan-json JSON
-      Delete the cgroup_info_map entries the controller named (meshlab.cluster.arm_ready.rearm:
+      Delete the cgroup_info_map entries the controller named
+      (meshlab.testbeds.cloud.arm_ready.rearm:
       measured containers Merbridge decided "not in mesh" before their sidecar listened).
 
   meshlab-trial-agent probe --url URL --out FILE --component k6=k6/k6

@@ -2,7 +2,8 @@
 
 Installed beside meshlab-trial-agent by the trial_agent role (standard library only, Debian 12's
 python3). It only collects, and records what it could not collect; every decision is made on the
-controller by meshlab/cluster (node_snapshot, arm_ready, arm_check, host_cpus), which documents
+controller by meshlab/testbeds/cloud (node_snapshot, arm_ready, arm_check, host_cpus), which
+documents
 the snapshot format. Collected:
 
 - bpftool's JSON (Debian 12's bpftool 7.1.0): `cgroup show /sys/fs/cgroup` (what is attached to
@@ -10,7 +11,7 @@ the snapshot format. Collected:
 - per measured pod, `iptables-legacy-save -c -t nat` and `iptables-nft-save -c -t nat` in its
   network namespace (istio-init wrote its rules with one of them);
 - per task, /proc/<pid>/task/<tid>/stat (flags, utime+stime, last CPU), its Cpus_allowed_list and
-  its process' cgroup (only for the window snapshots: meshlab.cluster.host_cpus).
+  its process' cgroup (only for the window snapshots: meshlab.testbeds.cloud.host_cpus).
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def snapshot(
     cgroup2: str = "/sys/fs/cgroup",
     proc: Path = Path("/proc"),
 ) -> dict[str, Any]:
-    """One node's state now (meshlab/cluster/node_snapshot.py describes the format)."""
+    """One node's state now (meshlab/testbeds/cloud/node_snapshot.py describes the format)."""
     t_begin = time.time()
     doc: dict[str, Any] = {
         "host": host,

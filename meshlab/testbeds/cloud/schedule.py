@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshlab.cluster import upstream
+from meshlab.testbeds.cloud import upstream
 
 MIB = 1024 * 1024
 _MEM_UNITS = {

@@ -2,7 +2,8 @@
 
 The agent (roles/trial_agent) records `bpftool -j cgroup show /sys/fs/cgroup`, `bpftool -j map
 show` and `bpftool -j map dump id N` of Merbridge's maps; this module turns those into typed
-records. Every layout, name and size comes from meshlab/cluster/facts (merbridge-0.8.1.yml: the
+records. Every layout, name and size comes from meshlab/testbeds/cloud/facts
+(merbridge-0.8.1.yml: the
 Makefile's `bpftool map create` sizes and bpf/headers/helpers.h's structs; bpftool-7.1.0.yml: the
 JSON shapes): a map whose sizes differ from the facts is refused rather than misread.
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from meshlab.cluster import upstream
+from meshlab.testbeds.cloud import upstream
 
 NAME_LEN = upstream.value("bpftool", "obj_name_len") - 1  # the kernel keeps 15 characters
 

@@ -9,10 +9,10 @@ node and moment, a JSON object:
      "bpf": {"cgroup_show": [...] | null, "map_show": [...] | null,
              "dumps": {"<map>": [{"id": N, "entries": [...]}]}, "errors": [...]},
      "netfilter": {"<pod>": {"legacy": "<iptables-save -c -t nat>", "nft": "...", "errors": []}},
-     "tasks": {...} (window snapshots only; meshlab.cluster.host_cpus reads them),
+     "tasks": {...} (window snapshots only; meshlab.testbeds.cloud.host_cpus reads them),
      "errors": [...]}
 
-`bpf.cgroup_show` etc. are bpftool's own JSON (meshlab/cluster/facts/bpftool-7.1.0.yml), null
+`bpf.cgroup_show` etc. are bpftool's own JSON (meshlab/testbeds/cloud/facts/bpftool-7.1.0.yml), null
 when bpftool could not run. Reading never raises on a broken snapshot: what cannot be read is
 listed in `problems`, and a check that needs it says "unknown". Pure.
 """
@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshlab.cluster import merbridge_maps as mm
-from meshlab.cluster import netfilter
+from meshlab.testbeds.cloud import merbridge_maps as mm
+from meshlab.testbeds.cloud import netfilter
 
 
 @dataclass

@@ -1,12 +1,12 @@
 """A cloud trial's node snapshots, fetched into its raw directory, judged in one call.
 
 trial_cluster.yml fetches every node's `<host>.node-window.json` ({"start": snapshot, "end":
-snapshot}, written by the trial agent's `sample`) into RAW; meshlab.experiment.k8s_trial.ingest
+snapshot}, written by the trial agent's `sample`) into RAW; meshlab.testbeds.cloud.trial.ingest
 calls `collect()` and appends the reasons to the trial's problems (the judge rejects and
 re-queues such a trial like any other), then writes the two records beside trial.json:
 
-    path-evidence.json   meshlab.cluster.arm_check: which carrier each hop took, per trial
-    host-cpus.json       meshlab.cluster.host_cpus: what else ran on the exclusive CPUs
+    path-evidence.json   meshlab.testbeds.cloud.arm_check: which carrier each hop took, per trial
+    host-cpus.json       meshlab.testbeds.cloud.host_cpus: what else ran on the exclusive CPUs
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from meshlab.cluster import arm_check, host_cpus
+from meshlab.testbeds.cloud import arm_check, host_cpus
 
 WINDOW_SUFFIX = ".node-window.json"
 

@@ -2,7 +2,7 @@
 
 Every node's trial agent snapshots, before k6's warm-up and after k6 ended (`sample`), what is
 attached to the root cgroup, Merbridge's maps and the measured pods' nat counters
-(meshlab.cluster.node_snapshot). `judge()` turns the two snapshots per node into
+(meshlab.testbeds.cloud.node_snapshot). `judge()` turns the two snapshots per node into
 
 - a per-hop evidence dict (written as path-evidence.json in the trial directory): for each of
   k6->client_sidecar, client_sidecar->server_sidecar, server_sidecar->app the carrier the
@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from meshlab.cluster import merbridge_maps as mm
-from meshlab.cluster import upstream
-from meshlab.cluster.arm_ready import MUST_BE_IN_MESH
-from meshlab.cluster.node_snapshot import NodeView, describe, read
+from meshlab.testbeds.cloud import merbridge_maps as mm
+from meshlab.testbeds.cloud import upstream
+from meshlab.testbeds.cloud.arm_ready import MUST_BE_IN_MESH
+from meshlab.testbeds.cloud.node_snapshot import NodeView, describe, read
 
 HOPS = ("k6->client_sidecar", "client_sidecar->server_sidecar", "server_sidecar->app")
 CARRIERS = ("iptables-redirect", "ebpf-connect", "sockmap", "none", "unknown")

@@ -21,11 +21,11 @@ from typing import Any
 
 import yaml
 
-from meshlab.cluster import schedule, upstream
 from meshlab.errors import MeshlabError, RefusedError
 from meshlab.record import spec as spec_mod
 from meshlab.record.rundir import RunDir
 from meshlab.record.spec import Experiment
+from meshlab.testbeds.cloud import schedule, upstream
 from meshlab.testbeds.cloud.trial import check_fits
 
 SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -5,7 +5,7 @@ cgroups only: the kubernetes role also confines systemd's slices to the reserved
 (AllowedCPUs=, roles/kubernetes). This checks that it held, per trial: every node's trial agent
 lists every task at the window's start and end (`tasks` in its snapshots: per-task utime+stime,
 the CPU it last ran on and the CPUs it may run on, /proc/<pid>/task/<tid>/stat and status,
-meshlab/cluster/facts/manpages-5.13.yml) and this module compares them.
+meshlab/testbeds/cloud/facts/manpages-5.13.yml) and this module compares them.
 
 A task outside the measured containers' cgroups that used CPU during the window is an intruder if
 it was last seen on, or is allowed to run on, one of the node's exclusive CPUs. Kernel threads
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from meshlab.cluster import upstream
+from meshlab.testbeds.cloud import upstream
 
 CGROUP_MOUNT = "/sys/fs/cgroup"
 ROW = ("pid", "tid", "comm", "flags", "ticks", "processor", "allowed", "cgroup")

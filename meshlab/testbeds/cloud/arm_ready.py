@@ -16,7 +16,7 @@ playbooks/tasks/trial_cluster.yml asks this after an arm switch (and at a run's 
    node, pod, container and map entry. The trials do not start while there is one.
 
 Pure but for `run()`, which reads the fetched snapshots: works on the agent's recorded snapshots
-(meshlab.cluster.node_snapshot).
+(meshlab.testbeds.cloud.node_snapshot).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from meshlab.cluster import upstream
-from meshlab.cluster.node_snapshot import NodeView, describe, read
 from meshlab.errors import MeshlabError, RefusedError
+from meshlab.testbeds.cloud import upstream
+from meshlab.testbeds.cloud.node_snapshot import NodeView, describe, read
 
 # The cgroups whose connects Merbridge must treat as in the mesh: k6's own (app -> 15001) and
 # both sidecars' (Envoy -> local pods). nginx never connects, so its cgroup is never decided.

@@ -1,7 +1,8 @@
 """Packet counters of istio-init's REDIRECT chains, from `iptables-save -c -t nat` output.
 
 iptables 1.8.9 prints each rule with counters as `[packets:bytes] -A CHAIN ...`
-(meshlab/cluster/facts/iptables-1.8.9.yml). The nat table sees only a connection's first packet,
+(meshlab/testbeds/cloud/facts/iptables-1.8.9.yml). The nat table sees only a connection's
+first packet,
 so a REDIRECT rule's packet count is the number of connections it redirected. Pure.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from meshlab.cluster import upstream
+from meshlab.testbeds.cloud import upstream
 
 RULE = re.compile(r"^\[(\d+):(\d+)\]\s+-A\s+(\S+)\s*(.*)$")
 
