@@ -11,4 +11,3 @@ EXPERIMENTS = REPO / "experiments"
 RESULTS = REPO / "results"
 SCRATCH = REPO / ".meshlab"  # ansible-runner's private data dir and other throwaway state
 VENV_BIN = Path(sys.prefix) / "bin"
-TESTBED_STATE = Path("/run/meshlab/testbed.json")

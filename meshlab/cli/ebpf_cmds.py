@@ -15,9 +15,10 @@ import typer
 
 from meshlab.cli.base import print_json, typer_app
 from meshlab.core.arms import EBPF_DATAPLANES
-from meshlab.ebpf.dataplane import DEFAULT_PIN_ROOT
 from meshlab.errors import MeshlabError
+from meshlab.testbeds.local.topology import topology
 
+DEFAULT_PIN_ROOT = topology().bpf_pin_root  # the local testbed's pins
 app = typer_app("The eBPF arm's programs: build, check, attach, detach, status (docs/ebpf.md).")
 PinRoot = Annotated[Path, typer.Option(help="bpffs directory of the arm's pins")]
 Json = Annotated[bool, typer.Option("--json", help="print the result as JSON")]

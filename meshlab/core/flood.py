@@ -1,21 +1,16 @@
-"""Flood sizes (`PODSxSERVICES`) and the addresses of the flood's fake endpoints and VIPs.
+"""Flood sizes (`PODSxSERVICES`); where their fake endpoints and VIPs live is the local
+testbed's topology (meshlab/testbeds/local/topology.yml).
 
 A flood travels through the code as a `Flood` (typed), and through files and command lines
 as its label, `off` or `50x500`: `parse_flood` and `str()` are the only two conversions."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 
 from meshlab.errors import MeshlabError
 
-# Flood endpoints live in 198.18.128.0/17, flood VIPs from 198.19.1.0 upward: both inside the
-# benchmarking range 198.18.0.0/15 and disjoint from the testbed's pods (198.18.1-2.x) and the
-# real services' VIPs (198.19.0.x).
-FLOOD_POD_BASE = ipaddress.IPv4Address("198.18.128.0")
-FLOOD_VIP_BASE = ipaddress.IPv4Address("198.19.1.0")
 MAX_PODS = 32_000
 MAX_SERVICES = 60_000
 
@@ -35,12 +30,6 @@ class Flood:
 
     def __str__(self) -> str:
         return "off" if self.off else f"{self.pods}x{self.services}"
-
-    def pod_ips(self) -> list[str]:
-        return [str(FLOOD_POD_BASE + 1 + i) for i in range(self.pods)]
-
-    def vips(self) -> list[str]:
-        return [str(FLOOD_VIP_BASE + 1 + j) for j in range(self.services)]
 
     @property
     def size(self) -> int:

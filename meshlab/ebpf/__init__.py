@@ -10,6 +10,6 @@ and loads/attaches/switches/removes them (dataplane). Entry points for the testb
 or `meshlab ebpf attach|detach|status|build|check` (see docs/ebpf.md).
 """
 
-from meshlab.ebpf.dataplane import DEFAULT_PIN_ROOT, MODES, attach, detach, status
+from meshlab.ebpf.dataplane import MODES, attach, detach, status
 
-__all__ = ["DEFAULT_PIN_ROOT", "MODES", "attach", "detach", "status"]
+__all__ = ["MODES", "attach", "detach", "status"]

@@ -33,7 +33,6 @@ from meshlab.ebpf import bpfsys, build, features, layouts
 from meshlab.ebpf.bpfsys import BpfError
 from meshlab.errors import MeshlabError
 
-DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/meshlab")
 BPFFS_MOUNT = Path("/sys/fs/bpf")
 MODES = ("ebpf", "ebpf-connect")
 MAX_NODE = 255  # node ids of the testbed's node namespaces (ml_pod.node)
@@ -588,7 +587,7 @@ def attach(
     mode: str = "ebpf",
     *,
     pod_nodes: Mapping[str, int] | None = None,
-    pin_root: Path = DEFAULT_PIN_ROOT,
+    pin_root: Path,
     src_dir: Path = build.BPF_DIR,
 ) -> dict:
     """Put the given pods in `mode` ("ebpf" or "ebpf-connect"); return status().
@@ -638,7 +637,7 @@ def attach(
 
 
 def detach(
-    pin_root: Path = DEFAULT_PIN_ROOT,
+    pin_root: Path,
     cgroup_root: Path | None = None,
     pod_cgroups: Mapping[str, Path] | None = None,
 ) -> dict:
@@ -681,7 +680,7 @@ def detach(
             raise MeshlabError(f"eBPF detach failed: {err}") from err
 
 
-def status(pin_root: Path = DEFAULT_PIN_ROOT) -> dict:
+def status(pin_root: Path) -> dict:
     """Attached programs per cgroup, map entry counts, counters, and the arm they amount to.
 
     Never raises for kernel-side trouble: it reports it under "error" (the testbed's status
@@ -741,7 +740,7 @@ def status(pin_root: Path = DEFAULT_PIN_ROOT) -> dict:
     return out
 
 
-def splice_enabled(pin_root: Path = DEFAULT_PIN_ROOT) -> bool:
+def splice_enabled(pin_root: Path) -> bool:
     """Whether the stack bypass is switched on (ml_config.splice); cheap, takes no lock."""
     return _splice_on_safe(Pins(Path(pin_root)))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from meshlab.core.flood import Flood, parse_flood
@@ -41,8 +43,7 @@ def test_bad_flood_names_the_field_and_the_form(text, message):
 
 
 def test_flood_addresses_stay_in_the_benchmark_range_and_apart_from_pods():
-    flood = Flood(300, 600)
-    pods, vips = flood.pod_ips(), flood.vips()
+    pods, vips = rules.TOPOLOGY.flood_pod_ips(300), rules.TOPOLOGY.flood_vips(600)
     assert len(set(pods)) == 300 and len(set(vips)) == 600
     assert all(ip.startswith("198.18.") and int(ip.split(".")[2]) >= 128 for ip in pods)
     assert all(ip.startswith("198.19.") and ip.split(".")[2] != "0" for ip in vips)
@@ -141,3 +142,25 @@ def test_ebpf_raw_table_untracks_only_legs_between_meshed_pods():
         "-A OUTPUT -d 198.18.1.20/32 -p tcp -m tcp --sport 15006 -j NOTRACK",
     ]
     assert all(" -s 198.18.1." in r for r in table.rules["PREROUTING"])
+
+
+def test_the_topology_is_defined_once() -> None:
+    """Issue 20: the rules, the playbooks and the eBPF programs read one topology. The
+    playbooks' vars/topology.yml is the package's file, and the C programs' three sidecar
+    numbers (compile-time constants) equal it."""
+    import re
+
+    from meshlab.testbeds.local.topology import FILE, topology
+
+    repo = Path(__file__).resolve().parents[2]
+    assert (repo / "playbooks/vars/topology.yml").resolve() == FILE.resolve()
+    header = (repo / "bpf/headers/meshlab.h").read_text()
+    found = {k: int(v) for k, v in re.findall(r"#define ML_(\w+) (\d+)", header)}
+    t = topology()
+    assert (found["SIDECAR_UID"], found["OUTBOUND_PORT"], found["INBOUND_PORT"]) == (
+        t.envoy_uid, t.outbound_port, t.inbound_port,
+    )  # fmt: skip
+    assert t.envoy_uid == rules.ENVOY_UID and t.cluster_cidr == rules.CLUSTER_CIDR
+    flood = rules.flood_services(parse_flood("3x2"))
+    assert [s.vip for s in flood] == ["198.19.1.1", "198.19.1.2"]
+    assert flood[0].endpoints == ("198.18.128.1", "198.18.128.2", "198.18.128.3")

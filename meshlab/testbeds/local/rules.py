@@ -16,14 +16,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from meshlab.core.flood import Flood
+from meshlab.testbeds.local.topology import topology
 
-ENVOY_UID = 1337
-OUTBOUND_PORT = 15001
-INBOUND_PORT = 15006
-HBONE_PORT = 15008
-INBOUND_EXCLUDED_PORTS = (15090, 15021, 15020)
-MASQ_MARK = "0x4000"
-CLUSTER_CIDR = "198.18.0.0/16"
+TOPOLOGY = topology()
+ENVOY_UID = TOPOLOGY.envoy_uid
+OUTBOUND_PORT = TOPOLOGY.outbound_port
+INBOUND_PORT = TOPOLOGY.inbound_port
+HBONE_PORT = TOPOLOGY.hbone_port
+INBOUND_EXCLUDED_PORTS = TOPOLOGY.inbound_excluded_ports
+MASQ_MARK = "0x4000"  # kube-proxy's own constant
+CLUSTER_CIDR = TOPOLOGY.cluster_cidr
 # kube-proxy drops per-endpoint comments above this many endpoints ("large cluster mode").
 LARGE_CLUSTER_ENDPOINTS = 1000
 
@@ -46,10 +48,14 @@ FILTER_BUILTIN = ("INPUT", "FORWARD", "OUTPUT")
 def istio_capture(arm: str) -> str:
     """The pod namespace's nat table for an arm.
 
-    `iptables`: Istio's full REDIRECT capture. eBPF arms keep only the inbound capture
-    (PREROUTING -> ISTIO_INBOUND) so traffic from outside the mesh is still forced through the
-    inbound sidecar and STRICT mTLS holds; outbound redirection is done by the cgroup programs.
+    `no-mesh`: none (the floor). `iptables`: Istio's full REDIRECT capture. eBPF arms keep only
+    the inbound capture (PREROUTING -> ISTIO_INBOUND) so traffic from outside the mesh is still
+    forced through the inbound sidecar and STRICT mTLS holds; outbound redirection is done by
+    the cgroup programs.
     """
+    if arm == "no-mesh":
+        # the floor: nothing captured, so k6 reaches nginx straight through kube-proxy's DNAT
+        return _table("nat", NAT_BUILTIN, (), ())
     uid = ENVOY_UID
     rules = ["-A PREROUTING -p tcp -j ISTIO_INBOUND"]
     if arm in ARMS_WITH_OUTBOUND_CAPTURE:
@@ -104,11 +110,11 @@ class Service:
 
 
 def flood_services(flood: Flood) -> list[Service]:
-    """S services, each selecting all P flood pods (the thesis' Cluster-Flooder shape)."""
-    pods = tuple(flood.pod_ips())
-    return [
-        Service("flood", f"svc-{j:05d}", vip, 80, 8080, pods) for j, vip in enumerate(flood.vips())
-    ]
+    """S services, each selecting all P flood pods (the thesis' Cluster-Flooder shape), at the
+    topology's flood addresses."""
+    pods = tuple(TOPOLOGY.flood_pod_ips(flood.pods))
+    vips = TOPOLOGY.flood_vips(flood.services)
+    return [Service("flood", f"svc-{j:05d}", vip, 80, 8080, pods) for j, vip in enumerate(vips)]
 
 
 def kube_proxy_nat(services: Sequence[Service]) -> str:

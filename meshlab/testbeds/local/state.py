@@ -16,12 +16,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from meshlab import paths
 from meshlab.core import atomic
 from meshlab.core.arms import DATAPLANES
 from meshlab.errors import MeshlabError
 from meshlab.record.spec import validate_named
 from meshlab.testbeds.local.iptables import save_line_count
+from meshlab.testbeds.local.topology import topology
 
 ARMS = DATAPLANES
 # The components of a pod pair whose CPU every trial measures, by the cgroup they run in.
@@ -153,8 +153,9 @@ def require_root() -> None:
         )
 
 
-def load(path: Path = paths.TESTBED_STATE) -> LocalState:
+def load(path: Path | None = None) -> LocalState:
     """The recorded state; a clear error when the testbed is not up."""
+    path = path or topology().state_file
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
@@ -169,15 +170,14 @@ def load(path: Path = paths.TESTBED_STATE) -> LocalState:
         raise MeshlabError(f"{err} (written by another meshlab? run: meshlab testbed up)") from None
 
 
-def save(state: LocalState, path: Path = paths.TESTBED_STATE) -> None:
-    atomic.write_text(path, state.model_dump_json(indent=2) + "\n")
+def save(state: LocalState, path: Path | None = None) -> None:
+    atomic.write_text(path or topology().state_file, state.model_dump_json(indent=2) + "\n")
 
 
-def record(
-    topology: dict[str, Any], update: dict[str, Any], path: Path = paths.TESTBED_STATE
-) -> bool:
+def record(topology: dict[str, Any], update: dict[str, Any], path: Path | None = None) -> bool:
     """What the testbed roles write: the play's topology over what was recorded, then the
     update (arm, flood), validated before it replaces the file. True when it changed."""
+    path = path or topology().state_file
     try:
         previous = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
