@@ -44,3 +44,38 @@ def test_down_leaves_nothing_then_up_restores(testbed):
 
     commands.up()
     assert testbed.curl("client", testbed.status["server_url"])[0] == "200"
+
+
+TEARDOWN = Path(__file__).resolve().parents[2] / "roles/testbed_teardown/files/teardown.sh"
+
+
+@pytest.mark.root
+def test_a_stale_pid_file_naming_an_unrelated_process_leaves_it_running(tmp_path: Path) -> None:
+    """Issue 20: pids wrap within minutes under load, so a pid file left behind may name
+    someone else's process by now. teardown.sh stops a pid-file process only when it lives in
+    the testbed (its namespaces or cgroups); the daemon role stops one only by name too."""
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        run_dir = tmp_path / "run"
+        run_dir.mkdir()
+        (run_dir / "client-envoy.pid").write_text(f"{bystander.pid}\n")
+        out = subprocess.run(
+            ["sh", str(TEARDOWN), "mltest-stale", str(run_dir), str(tmp_path / "cg"),
+             str(tmp_path / "pins")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert bystander.poll() is None, "teardown killed a process outside the testbed"
+        assert not run_dir.exists()  # the stale file went with the runtime directory
+        # the sidecar stop of testbed_netns (a moved pod's Envoy) checks the name as well
+        pidfile = tmp_path / "server-envoy.pid"
+        pidfile.write_text(f"{bystander.pid}\n")
+        stop = subprocess.run(
+            ["start-stop-daemon", "--stop", "--quiet", "--oknodo", "--pidfile", str(pidfile),
+             "--name", "envoy"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert stop.returncode == 0 and bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()

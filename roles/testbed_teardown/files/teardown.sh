@@ -15,9 +15,15 @@ pids_in_testbed() {
 }
 
 # Daemons first, politely through their pid files, then anything left in a namespace or cgroup.
+# A pid file is only believed for a process inside the testbed: pids wrap within minutes under
+# load, and a stale file may name an unrelated process by now.
+ours=$(pids_in_testbed | sort -u)
 for pidfile in "$run_dir"/*.pid; do
   [ -e "$pidfile" ] || continue
-  start-stop-daemon --stop --quiet --oknodo --retry TERM/5/KILL/2 --pidfile "$pidfile" && changed=1
+  pid=$(cat "$pidfile" 2>/dev/null)
+  if [ -n "$pid" ] && printf '%s\n' "$ours" | grep -qx "$pid"; then
+    start-stop-daemon --stop --quiet --oknodo --retry TERM/5/KILL/2 --pid "$pid" && changed=1
+  fi
   rm -f "$pidfile"
 done
 for sig in TERM KILL; do
