@@ -6,8 +6,10 @@
  * segmentation, loopback/veth transmit, netfilter and the receive path. The
  * sockhash is global, so this also works across the pods' network namespaces.
  *
- * Hot path: the inlined splice-switch check and one hash lookup per message,
- * nothing else (no counters).
+ * Hot path: the inlined splice-switch check, one hash lookup per message and,
+ * for a message that was spliced, one per-CPU counter of its hop (which hop is
+ * told by the sidecar port on either end): every trial records how many
+ * messages of each hop took this path (meshlab/trial/path.py).
  */
 #include "meshlab.h"
 #include "maps.h"
@@ -33,6 +35,13 @@ int ml_redir(struct sk_msg_md *msg)
 	 * TCP path for that message instead of dropping it (e.g. the peer closed
 	 * or was removed from the map by a mode switch).
 	 */
-	bpf_msg_redirect_hash(msg, &ml_sock_pairs, &peer, BPF_F_INGRESS);
+	if (bpf_msg_redirect_hash(msg, &ml_sock_pairs, &peer, BPF_F_INGRESS) == SK_PASS) {
+		if (peer.sport == ML_OUTBOUND_PORT || peer.dport == ML_OUTBOUND_PORT)
+			ml_count(ML_STAT_MSG_OUTBOUND);
+		else if (peer.sport == ML_INBOUND_PORT || peer.dport == ML_INBOUND_PORT)
+			ml_count(ML_STAT_MSG_BYPASS);
+		else
+			ml_count(ML_STAT_MSG_INBOUND);
+	}
 	return SK_PASS;
 }

@@ -76,6 +76,10 @@ enum ml_stat {
 	ML_STAT_SOCKHASH_ADD,     /* socket inserted into the sockhash */
 	ML_STAT_SOCKHASH_FAIL,    /* bpf_sock_hash_update failed */
 	ML_STAT_CROSS_NODE,       /* sidecar connect to a meshed pod on another node: untouched */
+	/* Messages sk_msg spliced, per hop (the path evidence every trial records): */
+	ML_STAT_MSG_OUTBOUND,     /* app <-> its sidecar's 15001 */
+	ML_STAT_MSG_BYPASS,       /* sidecar <-> peer sidecar's 15006 */
+	ML_STAT_MSG_INBOUND,      /* sidecar (127.0.0.6) <-> its app */
 	ML_STAT_MAX,
 };
 

@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 
 from meshlab.analysis import fmt, stats, verdict
+from meshlab.analysis.floor import Cost, Recovered, floor
 from meshlab.analysis.fmt import pct
+from meshlab.analysis.host_speed import HostSpeed, deciding, host_speed, probe_log_ratios
 from meshlab.analysis.metrics import METRICS, Metric
 from meshlab.analysis.pairing import PairSet, build_pairs
 from meshlab.analysis.run import Run, Trial
@@ -55,6 +57,7 @@ class MetricResult:
     text: str = ""
     equivalent: bool = False
     differs: bool = False
+    host_adjusted: bool = False  # judged on host-speed adjusted rounds (analysis.host_speed)
     boot: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -96,6 +99,7 @@ class MetricResult:
             "tost_p": _num(self.tost_p),
             "equivalent": self.equivalent,
             "differs": self.differs,
+            "host_adjusted": self.host_adjusted,
             "mde_percent": p(self.reported_mde),
             "sd_log": _num(self.sd),
             "cov_percent": {"baseline": _num(self.cov_a), "arm": _num(self.cov_b)},
@@ -112,6 +116,7 @@ class Comparison:
     outliers: list[int] = field(default_factory=list)  # rounds flagged on a primary metric
     outlier_z: float | None = None  # the modified z-score a round had to exceed (its family's)
     without_outliers: list[MetricResult] = field(default_factory=list)  # primaries, recomputed
+    host: HostSpeed | None = None  # the primaries beside their host-speed adjustment
 
     def result(self, key: str) -> MetricResult | None:
         return next((r for r in self.results if r.metric.key == key), None)
@@ -153,6 +158,8 @@ class Analysis:
     gates: Gates
     alpha_primary: float
     looks: list[int]
+    floor_costs: list[Cost] = field(default_factory=list)  # every mesh arm over no-mesh
+    recovered: list[Recovered] = field(default_factory=list)  # eBPF's share of the mesh's cost
 
     @property
     def environment_unfit(self) -> bool:
@@ -205,8 +212,32 @@ class Analysis:
                     "outlier_threshold": _num(c.outlier_z),
                     "verdicts_hold_without_outliers": c.robust,
                     "metrics": [r.to_dict() for r in c.results],
+                    "host_speed": c.host.to_dict() if c.host else None,
                 }
                 for c in self.comparisons
+            ],
+            "floor": [
+                {
+                    "arm": c.arm,
+                    "cell": list(c.cell),
+                    "metric": c.metric.key,
+                    "n": c.n,
+                    "cost_percent": _num(pct(c.estimate)) if c.n else None,
+                    "ci_percent": [pct(v) for v in c.ci] if c.ci else None,
+                }
+                for c in self.floor_costs
+            ],
+            "recovered": [
+                {
+                    "arm": r.arm,
+                    "via": r.via,
+                    "cell": list(r.cell),
+                    "metric": r.metric.key,
+                    "n": r.n,
+                    "share": _num(r.share),
+                    "ci": list(r.ci) if r.ci else None,
+                }
+                for r in self.recovered
             ],
             "gates": {
                 "trials_recorded": self.gates.recorded,
@@ -240,8 +271,11 @@ def analyse(run: Run, resamples: int = stats.RESAMPLES, keep_boot: bool = False)
     comparisons = []
     for ps in build_pairs(run):
         results = pairset_results(run, ps, alpha, resamples, keep_boot)
-        comparisons.append(_with_outliers(run, ps, results, alpha))
-    return Analysis(run, comparisons, _gates(run), alpha, looks)
+        comparison = _with_outliers(run, ps, results, alpha)
+        comparison.host = host_speed(ps, run.primary, run.margin_percent, alpha)
+        comparisons.append(comparison)
+    costs, recovered = floor(run)
+    return Analysis(run, comparisons, _gates(run), alpha, looks, costs, recovered)
 
 
 def log_ratios(ps: PairSet, metric: Metric) -> np.ndarray:
@@ -286,14 +320,21 @@ def pairset_results(
     """Every metric of one pair set, judged within its family."""
     margin = math.log1p(run.margin_percent / 100)
     rng = _rng(run, ps)
+    decide = run.manifest.experiment.analysis.host_speed == "decide"
+    x = probe_log_ratios(ps) if decide else None
     results = []
     for m in _metrics(run, ps):
         primary = m.key in run.primary
         level = alpha if primary else stats.ALPHA
         row = log_ratios(ps, m)
         d = row[np.isfinite(row)][None, :]  # rounds lacking this metric drop out of it only
-        st = stats.paired_stats(d, margin, rng, resamples, keep_boot, level)
-        results.append(_result(run, ps, m, PRIMARY if primary else EXPLORATORY, level, st))
+        adjusted = deciding(row, x) if primary and x is not None else None
+        st = stats.paired_stats(
+            d if adjusted is None else adjusted, margin, rng, resamples, keep_boot, level
+        )
+        result = _result(run, ps, m, PRIMARY if primary else EXPLORATORY, level, st)
+        result.host_adjusted = adjusted is not None
+        results.append(result)
     _adjust_and_judge(run, ps.arm, results, margin)
     return results
 
@@ -363,6 +404,14 @@ def _judge(run: Run, arm: str, r: MetricResult, margin: float) -> None:
     r.equivalent = bool(
         stats.equivalent(np.array([r.ci95]), np.array([r.tost_p]), margin, r.alpha)[0]
     )
+    _words(run, arm, r, margin)
+    if r.host_adjusted:
+        r.text += " (host-speed adjusted)"
+
+
+def _words(run: Run, arm: str, r: MetricResult, margin: float) -> None:
+    """The verdict's kind and sentence, once its tests are done."""
+    m = r.metric
     if r.differs:
         r.kind = m.direction_words(r.estimate < 0)
         r.text = verdict.difference(m, arm, r.estimate, r.ci95, r.level)

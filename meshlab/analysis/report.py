@@ -8,6 +8,8 @@ from pathlib import Path
 from meshlab.analysis import figures as figs
 from meshlab.analysis import page, reproduce, tables, thesis
 from meshlab.analysis.analyse import Analysis, analyse
+from meshlab.analysis.curve_figures import sweep_figure
+from meshlab.analysis.curves import sweeps
 from meshlab.analysis.latencies import pool_latencies
 from meshlab.analysis.run import Run, load_run
 from meshlab.analysis.samples import read_proc_stat
@@ -61,6 +63,8 @@ def render_figures(
     if effects is not None:
         out.append(effects)
     out.append(figs.timeline(run, _timelines(run)))
+    # across load: CPU per 1,000 requests and latency against the rate, with bands (issue 23)
+    out += [sweep_figure(run, s) for s in sweeps(run)]
     if has_cells:
         out.append(figs.cdf(run, pools))
     sweep = figs.flood_sweep(run)

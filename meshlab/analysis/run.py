@@ -18,6 +18,7 @@ from meshlab.core.placement import PLACEMENTS
 from meshlab.errors import MeshlabError
 from meshlab.record.format import CPU_FIGURES, NODE, Manifest, PlanEntry, TrialRecord
 from meshlab.record.rundir import RunDir, TrialDir
+from meshlab.record.spec import SATURATION_PREFIX
 
 COMPLETE = "complete"
 Cell = tuple[str, str, str]  # (load point, flood, placement): one block of the plan
@@ -31,45 +32,99 @@ def cell_title(cell: Cell) -> str:
 CPU_COMPONENTS = CPU_FIGURES
 
 
-@dataclass(frozen=True)
 class Trial:
-    """One trial.json, flattened to what the analysis uses."""
+    """One trial as the analysis sees it: a read-only view of its trial.json record (the one
+    trial model, meshlab/record/format.py) with the few derived figures the analysis uses."""
 
-    dir: TrialDir
-    trial_id: str
-    plan_index: int | None
-    round: int
-    arm: str
-    dataplane: str
-    attempt: int
-    pair: int
-    load_point: str
-    rate: float
-    connection_mode: str
-    flood: str
-    placement: str
-    flood_rules: int | None
-    status: str
-    rejection_reasons: tuple[str, ...]
-    failed_gates: tuple[str, ...]
-    started_at: float | None
-    window: tuple[float, float] | None
-    requests: float | None
-    achieved_rate: float | None
-    latency: dict[str, float]
-    cpu: dict[str, dict[str, float | None]]
-    steal_mean: float | None
-    steal_max: float | None
-    sidecar: dict[str, dict[str, float]] = field(default_factory=dict)  # client/server -> ms
-    schedule_lag: dict[str, float] = field(default_factory=dict)  # p50_ms, p99_ms, max_ms ...
-    window_source: str = "k6 iteration starts"
-    # node CPU seconds over the window: precise busy, tasks' run time (None: no source), and
-    # what the tick-sampled busy columns claimed (their bias)
-    node_seconds: dict[str, float | None] = field(default_factory=dict)
+    __slots__ = ("cpu", "dir", "latency", "record", "schedule_lag", "sidecar", "started_at")
+
+    def __init__(self, tdir: TrialDir, record: TrialRecord) -> None:
+        self.dir = tdir
+        self.record = record
+        # plain mappings, computed once: the metrics read them for every comparison
+        self.latency: dict[str, float] = dict(record.summary.latency_ms)
+        self.cpu: dict[str, dict[str, float | None]] = {
+            name: fig.model_dump() for name, fig in record.cpu.items()
+        }
+        self.sidecar = {n: s.model_dump() for n, s in record.sidecar_latency_ms.items()}
+        lag = record.load_generator.schedule_lag
+        self.schedule_lag: dict[str, float] = lag.model_dump() if lag else {}
+        self.started_at = _epoch(record.started_at)
+
+    @classmethod
+    def of(cls, tdir: TrialDir, r: TrialRecord) -> Trial:
+        return cls(tdir, r)
+
+    def __getattr__(self, name: str) -> Any:
+        # the record's own fields (trial_id, round, arm, status, pair, attempt, ...)
+        return getattr(self.record, name)
 
     @property
     def valid(self) -> bool:
-        return self.status == "valid"
+        return self.record.valid
+
+    @property
+    def load_point(self) -> str:
+        return self.record.load_point.name
+
+    @property
+    def rate(self) -> float:
+        return float(self.record.load_point.rate)
+
+    @property
+    def connection_mode(self) -> str:
+        return self.record.load_point.connection_mode
+
+    @property
+    def flood(self) -> str:
+        return str(self.record.flood.spec)
+
+    @property
+    def flood_rules(self) -> int | None:
+        return self.record.flood.rules
+
+    @property
+    def rejection_reasons(self) -> tuple[str, ...]:
+        return tuple(self.record.rejection_reasons)
+
+    @property
+    def failed_gates(self) -> tuple[str, ...]:
+        return tuple(self.record.failed_gates())
+
+    @property
+    def window(self) -> tuple[float, float]:
+        return (self.record.window.start, self.record.window.end)
+
+    @property
+    def window_source(self) -> str:
+        return self.record.window.source
+
+    @property
+    def requests(self) -> float | None:
+        return self.record.summary.requests
+
+    @property
+    def achieved_rate(self) -> float | None:
+        return self.record.summary.achieved_rate
+
+    @property
+    def steal_mean(self) -> float | None:
+        return self.record.steal.mean_percent
+
+    @property
+    def steal_max(self) -> float | None:
+        return self.record.steal.max_percent
+
+    @property
+    def node_seconds(self) -> dict[str, float | None]:
+        """Node CPU seconds over the window: precise busy, the tasks' run time (None: no
+        source), what the tick-sampled busy columns claimed (their bias), elapsed."""
+        return _node_seconds(self.record)
+
+    @property
+    def host_probe_s(self) -> float | None:
+        probe = self.record.host_probe
+        return probe.seconds() if probe else None
 
     def cpu_value(self, component: str, key: str) -> float | None:
         value = self.cpu.get(component, {}).get(key)
@@ -82,42 +137,6 @@ class Trial:
     def cgroups_seconds(self) -> float:
         """CPU-s of every cgroup the trial sampled (components and housekeeping)."""
         return sum(float(f.get("cpu_seconds") or 0) for n, f in self.cpu.items() if n != NODE)
-
-    @classmethod
-    def of(cls, tdir: TrialDir, r: TrialRecord) -> Trial:
-        return cls(
-            dir=tdir,
-            trial_id=r.trial_id,
-            plan_index=r.plan_index,
-            round=r.round,
-            arm=r.arm,
-            dataplane=r.dataplane,
-            attempt=r.attempt,
-            pair=r.pair,
-            load_point=r.load_point.name,
-            rate=float(r.load_point.rate),
-            connection_mode=r.load_point.connection_mode,
-            flood=str(r.flood.spec),
-            placement=r.placement,
-            flood_rules=r.flood.rules,
-            status=r.status,
-            rejection_reasons=tuple(r.rejection_reasons),
-            failed_gates=tuple(r.failed_gates()),
-            started_at=_epoch(r.started_at),
-            window=(r.window.start, r.window.end),
-            requests=r.summary.requests,
-            achieved_rate=r.summary.achieved_rate,
-            latency=dict(r.summary.latency_ms),
-            cpu={name: fig.model_dump() for name, fig in r.cpu.items()},
-            steal_mean=r.steal.mean_percent,
-            steal_max=r.steal.max_percent,
-            sidecar={name: s.model_dump() for name, s in r.sidecar_latency_ms.items()},
-            schedule_lag=r.load_generator.schedule_lag.model_dump()
-            if r.load_generator.schedule_lag
-            else {},
-            window_source=r.window.source,
-            node_seconds=_node_seconds(r),
-        )
 
 
 @dataclass
@@ -159,12 +178,14 @@ class Run:
         return [t for t in self.trials if t.valid]
 
     def load_points(self) -> list[str]:
-        """Load point names, by rate then name."""
+        """Load point names, by rate then name (the saturation search's are its own: they are
+        compared by experiment/saturation.py, not paired round by round)."""
         rates: dict[str, float] = {}
         for t in self.trials:
             rates.setdefault(t.load_point, t.rate)
         for entry in self.plan:
             rates.setdefault(entry.load_point, float("inf"))
+        rates = {k: v for k, v in rates.items() if not k.startswith(SATURATION_PREFIX)}
         return sorted(rates, key=lambda name: (rates[name], name))
 
     def placements(self) -> list[str]:

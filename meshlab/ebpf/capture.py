@@ -50,7 +50,7 @@ def raw_table(arm: str, mesh_ips: Sequence[str] | None = None) -> str:
     eBPF bypass (another node, an ingress, the node namespace) still reaches :80 through the
     inbound REDIRECT, whose replies leave from :15006 and must stay tracked to be un-NATed
     back to :80."""
-    if arm == "iptables":
+    if arm in ("iptables", "no-mesh"):
         return IPTABLES_RAW
     if mesh_ips is None:
         return EBPF_RAW

@@ -29,6 +29,9 @@ STAT_NAMES: tuple[str, ...] = (
     "sockhash_add",
     "sockhash_fail",
     "cross_node",
+    "msg_outbound",
+    "msg_bypass",
+    "msg_inbound",
 )
 
 

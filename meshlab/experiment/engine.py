@@ -23,7 +23,7 @@ from typing import Any
 from meshlab.analysis import timing
 from meshlab.errors import MeshlabError
 from meshlab.experiment import plan as planner
-from meshlab.experiment import provenance, stopping
+from meshlab.experiment import provenance, saturation_plan, stopping
 from meshlab.experiment.protocol import (
     NextStep,
     Planned,
@@ -124,7 +124,10 @@ def init(
         first_flood=str(first.flood),
         first_placement=first.placement,
         max_steps=len(manifest.plan) * (exp.gates.max_requeues + 1) + 1,
-        max_segments=len({(e.placement, str(e.flood)) for e in manifest.plan}) + 1,
+        # each block once, plus one: a resume; plus one: the saturation search's return
+        max_segments=len({(e.placement, str(e.flood)) for e in manifest.plan})
+        + 1
+        + (exp.saturation is not None),
         discarded_unfinished=discarded,
     )
 
@@ -170,6 +173,11 @@ def next_step(rs: RunState) -> NextStep:
         for e in planner.execution_order(rs.manifest.plan)
         if e.index not in rs.records and e.round <= stopped.get(stopping.block_of(e), e.round)
     ]
+    if not pending and exp.saturation is not None:
+        done = {i: r for i, (_, r) in rs.records.items()}
+        pending = saturation_plan.extend(exp, rs.manifest.plan, done)
+        if pending:
+            rs.save()  # the plan grew by the search's next step
     if not pending:
         return NextStep(done=True, reason="complete", stopped_early=sorted(stopped))
     group = planner.next_group(pending, exp.design)
@@ -261,6 +269,9 @@ def record(rs: RunState, group: list[TrialSlot], results: list[TrialRecord]) -> 
             )
             rs.manifest.rejections.append(Rejection(trial_id=result.trial_id, reasons=reasons))
             # A duet step is re-run as a whole: its two trials only mean something together.
+            # The saturation search re-runs an unusable trial itself (experiment/saturation.py).
+            if saturation_plan.is_saturation(slot.entry.load_point):
+                continue
             if planner.attempt_of(rs.manifest.plan, slot.entry) <= max_requeues:
                 planner.requeue(rs.manifest.plan, slot.entry.index)
         rs.save()

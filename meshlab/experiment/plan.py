@@ -4,6 +4,8 @@
   interleaved trials: slow drifts hit both arms alike).
 * duet — both arms at the same moment on two pod pairs with disjoint CPUs; which arm gets which
   pair is shuffled per round, so a pair's own bias cancels out.
+* abba — two arms in rounds whose order alternates (AB, BA, AB, ...; which comes first is
+  seeded): a drift that is linear over two rounds adds to one pair what it takes from the next.
 * sequential — all of arm A, then all of arm B: kept only to show how misleading it is.
 Placements, flood sizes and load points form blocks; within a block the design decides the
 order.
@@ -39,9 +41,13 @@ def _block_order(
     if exp.design == "sequential":
         return [(r, arm, 1) for arm in arms for r in rounds]
     out = []
+    first = arms[:]
     for r in rounds:
         order = arms[:]
-        rng.shuffle(order)
+        rng.shuffle(order)  # the same draws for every design: a seed's rmit plan never moves
+        if exp.design == "abba":
+            first = order if r == 1 else first
+            order = first if r % 2 else first[::-1]
         if exp.design == "duet":
             out += [(r, arm, pair) for pair, arm in enumerate(order, start=1)]
         else:

@@ -79,6 +79,7 @@ class Outcome:
         ]
         if record.settle.timed_out:
             other.append("the node never settled")
+        other += [r for r in record.rejection_reasons if r.startswith("arm integrity")]
         dropped = record.gates.get("dropped_iterations")
         lag = record.load_generator.schedule_lag
         return cls(

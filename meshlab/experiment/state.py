@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from meshlab.analysis.run import Run, run_of
+from meshlab.experiment.saturation_plan import charged
 from meshlab.record.format import Manifest, TrialRecord
 from meshlab.record.rundir import RunDir, TrialDir
 from meshlab.trial import quiet
@@ -39,7 +40,7 @@ class RunState:
 
     def budget_spent(self) -> float:
         gates = self.manifest.experiment.gates
-        return quiet.spent_s(self.trial_records(), self.segment_start, gates.quiet_s)
+        return quiet.spent_s(self.trial_records(), self.segment_start, gates.quiet_s, charged)
 
     def budget_left(self) -> float:
         return self.manifest.experiment.gates.noise_budget_s - self.budget_spent()

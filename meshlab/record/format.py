@@ -280,6 +280,35 @@ class HostProbe(Model):
         return float(math.exp(sum(math.log(v) for v in values) / len(values)))
 
 
+# The three hops of a request through the mesh, and what can carry each (trial.json `path`).
+HOPS = ("k6->client_sidecar", "client_sidecar->server_sidecar", "server_sidecar->app")
+Carrier = Literal["iptables-redirect", "ebpf-connect", "sockmap", "none", "mixed", "unknown"]
+
+
+class Hop(Model):
+    """What carried one hop over the trial (k6's launch to its exit), and what the arm expects.
+    iptables-redirect: a REDIRECT rule's packets (nat sees a connection's first packet only,
+    so: connections); ebpf-connect: connect-time rewrites; sockmap: spliced sockets, whose
+    messages sk_msg moved (`messages`); none: no mechanism (plain TCP, or no such hop)."""
+
+    carrier: Carrier
+    expected: Carrier
+    connections: int | None = None  # connections the carrier took over the trial
+    messages: int | None = None  # messages spliced over the trial (local testbed's sk_msg)
+
+
+class PathEvidence(Model):
+    """Which path the trial's traffic really took (schema 3; meshlab/trial/path.py): per hop,
+    and the eBPF arm each pod's cgroup was in when k6 started and when it ended."""
+
+    hops: dict[str, Hop]
+    # local: pod -> off | ebpf | ebpf-connect; cloud: node -> off | ebpf (Merbridge attached)
+    programs_start: dict[str, str]
+    programs_end: dict[str, str]
+    counters: dict[str, int]  # the counter deltas the carriers were read from
+    sidecar_requests: dict[str, int] = {}  # requests each sidecar logged over the trial
+
+
 class NodeCpu(Model):
     """Where node_total comes from: per host and CPU, busy = elapsed - idle - iowait - steal;
     `task_source` names the independent per-CPU task time, or is empty."""
@@ -319,6 +348,7 @@ class TrialRecord(Model):
     pods: dict[str, str]
     timeline: Timeline | None = None  # schema 3
     host_probe: HostProbe | None = None  # schema 3
+    path: PathEvidence | None = None  # schema 3: which path each hop took
 
     @model_validator(mode="after")
     def _a_valid_trial_has_its_latencies(self) -> TrialRecord:

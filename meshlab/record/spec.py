@@ -181,6 +181,46 @@ class Stop(_Strict):
     every: Annotated[int, Field(ge=1, le=100)] = 2
 
 
+SATURATION_PREFIX = "saturation-"  # load points the saturation search makes: saturation-1500
+
+
+class Saturation(_Strict):
+    """Each arm's saturation point, searched after the planned blocks (experiment/saturation.py):
+    the highest offered rate at which the arm keeps the open-model schedule (the run's rate,
+    dropped-iteration and schedule-lag gates) and its p99 under `p99_ms`; bracketed by `growth`
+    from `start_rate`, then bisected to `resolution`, all arms interleaved step by step."""
+
+    p99_ms: Annotated[float, Field(gt=0, le=10_000)]
+    start_rate: Annotated[int, Field(gt=0, le=100_000)]
+    max_rate: Annotated[int, Field(gt=0, le=100_000)]
+    min_rate: Annotated[int, Field(gt=0, le=100_000)] = 50
+    resolution: Annotated[int, Field(ge=1, le=10_000)] = 100
+    growth: Annotated[float, Field(gt=1, le=10)] = 2.0
+    duration_s: Annotated[int, Field(gt=0, le=600)] = 8
+    warmup_s: Annotated[int, Field(ge=0, le=60)] = 2
+    connection_mode: Literal["keepalive", "new-connection"] = "keepalive"
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+
+    @model_validator(mode="after")
+    def _rates_in_order(self) -> Saturation:
+        if not self.min_rate <= self.start_rate <= self.max_rate:
+            raise ValueError(
+                f"needs min_rate ({self.min_rate}) <= start_rate ({self.start_rate}) <= "
+                f"max_rate ({self.max_rate})"
+            )
+        if self.warmup_s >= self.duration_s:
+            raise ValueError(
+                f"warmup_s ({self.warmup_s}) must be shorter than duration_s ({self.duration_s})"
+            )
+        return self
+
+    def load_point(self, rate: int) -> LoadPoint:
+        return LoadPoint(
+            name=f"{SATURATION_PREFIX}{rate}", rate=rate, duration_s=self.duration_s,
+            warmup_s=self.warmup_s, connection_mode=self.connection_mode,
+        )  # fmt: skip
+
+
 class Analysis(_Strict):
     equivalence_margin_percent: Annotated[float, Field(gt=0, le=50)] = 2.0
     # The question the experiment answers: Holm-corrected within this family. Every other
@@ -188,6 +228,10 @@ class Analysis(_Strict):
     primary: Annotated[list[Metric], Field(min_length=1, max_length=6)] = [
         "latency_p50", "cpu_node_total", "cpu_sidecars",
     ]  # fmt: skip
+    # The primaries adjusted by the host-speed probe (analysis/host_speed.py): `report` shows
+    # them beside the raw ones; `decide` lets them decide the verdicts from 12 paired rounds,
+    # where the calibration keeps the family's error rates (docs/methodology.md).
+    host_speed: Literal["report", "decide"] = "report"
 
     @model_validator(mode="before")
     @classmethod
@@ -215,13 +259,14 @@ class Experiment(_Strict):
     # each placement is a block of the plan, like a flood size (core/placement.py)
     placement: Annotated[list[Placement], Field(min_length=1)] = ["same-node"]
     rounds: Annotated[int, Field(ge=1, le=1000)]
-    design: Literal["rmit", "duet", "sequential"] = "rmit"
+    design: Literal["rmit", "abba", "duet", "sequential"] = "rmit"
     seed: int
     gates: Gates = Gates()
     # CPU layout per placement (docs/architecture.md); one layout alone is the same-node one
     pinning: PinningByPlacement = DEFAULT_PINNING
     analysis: Analysis = Analysis()
     stop: Stop | None = None
+    saturation: Saturation | None = None
 
     @field_validator("placement")
     @classmethod
@@ -242,6 +287,8 @@ class Experiment(_Strict):
     def _design_fits(self) -> Experiment:
         if self.design == "duet" and len(self.arms) != 2:
             raise ValueError("design duet runs exactly 2 arms at once (one per pod pair)")
+        if self.design == "abba" and len(self.arms) != 2:
+            raise ValueError("design abba alternates the order of exactly 2 arms")
         names = [lp.name for lp in self.load_points]
         if len(set(names)) != len(names):
             raise ValueError(f"load_points: names must be unique, got {names}")
@@ -284,6 +331,9 @@ class Experiment(_Strict):
         for lp in self.load_points:
             if lp.name == name:
                 return lp
+        rate = name.removeprefix(SATURATION_PREFIX)
+        if self.saturation is not None and name.startswith(SATURATION_PREFIX) and rate.isdigit():
+            return self.saturation.load_point(int(rate))
         raise MeshlabError(f"load point {name!r} is not in experiment {self.id}")
 
     def canonical(self) -> dict[str, Any]:

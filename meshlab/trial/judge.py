@@ -28,6 +28,7 @@ from meshlab.record.format import (
     HostProbe,
     LoadGenerator,
     NodeCpu,
+    PathEvidence,
     Settle,
     SidecarLatency,
     Steal,
@@ -38,6 +39,7 @@ from meshlab.record.format import (
 )
 from meshlab.record.spec import Experiment, LoadPoint
 from meshlab.trial import gates as gate_rules
+from meshlab.trial import path as paths
 from meshlab.trial import sidecar_log
 from meshlab.trial.slot import TrialSlot
 
@@ -61,6 +63,12 @@ class Evidence:
     problems: list[str] = field(default_factory=list)  # reasons the backend already found
     timeline: Timeline | None = None  # where the step's time went before the window
     host_probe: HostProbe | None = None  # the host's speed around the window
+    # which path the traffic took: the backend's snapshots at k6's launch and exit
+    # (trial/path.py judges them), or a path the backend judged itself
+    path_snapshots: tuple[dict[str, Any], dict[str, Any]] | None = None
+    same_node: bool = True
+    shared_counters: bool = False  # duet: the eBPF counters count the other pair too
+    path: PathEvidence | None = None
 
 
 def _submetric(summary: dict[str, Any], name: str, field_: str) -> float:
@@ -161,6 +169,17 @@ def judge(exp: Experiment, lp: LoadPoint, slot: TrialSlot, ev: Evidence) -> Tria
             f"{ev.settle.get('rules_stable')}, busiest CPU {ev.settle.get('cpu_busy_percent')} %, "
             f"limit {exp.gates.settle_cpu_busy_percent:g} %)"
         )
+    path = ev.path
+    if ev.path_snapshots is not None:
+        path, wrong = paths.judge(
+            exp.arms[slot.entry.arm].dataplane,
+            ev.same_node,
+            *ev.path_snapshots,
+            sidecar_requests={name: len(rows) for name, rows in ev.sidecar_logs.items()},
+            requests=requests,
+            shared_counters=ev.shared_counters,
+        )
+        reasons += wrong
     sidecars = {}
     for name, rows in ev.sidecar_logs.items():
         figures = sidecar_log.summarize(rows, window.start, window.end)
@@ -212,6 +231,7 @@ def judge(exp: Experiment, lp: LoadPoint, slot: TrialSlot, ev: Evidence) -> Tria
         pods=ev.pods,
         timeline=ev.timeline,
         host_probe=ev.host_probe,
+        path=path,
     )
     slot.dir.save_record(record)
     return record

@@ -122,10 +122,15 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def spent_s(records: Iterable[TrialRecord], since_iso: str, quiet_s: float) -> float:
+def spent_s(
+    records: Iterable[TrialRecord],
+    since_iso: str,
+    quiet_s: float,
+    charged: Callable[[TrialRecord], bool] = lambda r: not r.valid,
+) -> float:
     """The noise budget spent since `since_iso` (the run's start or last resume): time waited
     for a quiet host before each trial beyond the quiet window `quiet_s` every trial needs,
-    plus the wall time of every rejected trial."""
+    plus the wall time of every rejected trial `charged` says is noise."""
     since = _epoch(since_iso)
     total = 0.0
     steps = set()  # a duet step's two trials share their wait and their wall time
@@ -136,6 +141,6 @@ def spent_s(records: Iterable[TrialRecord], since_iso: str, quiet_s: float) -> f
         steps.add(started)
         if r.timeline is not None:
             total += max(0.0, r.timeline.quiet_wait_s - quiet_s)
-        if not r.valid:
+        if charged(r):
             total += max(0.0, _epoch(r.ended_at) - started)
     return total

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
+from meshlab.errors import MeshlabError
 from meshlab.experiment import plan as planner
 from meshlab.record import spec
 
@@ -133,3 +136,17 @@ def test_one_placement_plans_exactly_what_it_did_before_placements():
     assert [(str(e.flood), e.load_point) for e in plan][::20] == [
         ("off", "a"), ("off", "b"), ("50x500", "a"), ("50x500", "b")
     ]  # fmt: skip
+
+
+def test_abba_alternates_the_order_of_its_two_arms():
+    """Issue 19's design comparison: rounds AB, BA, AB, ... (seeded start), so a drift linear
+    over two rounds cancels between consecutive pairs; every round still holds both arms."""
+    one_block = {"flood_sizes": ["off"], "load_points": BASE["load_points"][:1]}
+    plan = planner.make_plan(exp(design="abba", rounds=6, **one_block))
+    firsts = [e.arm for e in plan if e.index % 2 == 0]
+    assert firsts == [firsts[0], firsts[1]] * 3 and firsts[0] != firsts[1]
+    for r in range(1, 7):
+        assert sorted(e.arm for e in plan if e.round == r) == ["ebpf", "iptables"]
+    with pytest.raises(MeshlabError, match="design abba alternates the order of exactly 2 arms"):
+        exp(design="abba", arms={"a": {"dataplane": "iptables"}, "b": {"dataplane": "ebpf"},
+                                 "c": {"dataplane": "ebpf-connect"}})  # fmt: skip

@@ -63,6 +63,12 @@ def check_fits(exp: Experiment, source: str) -> None:
                 f"testbed; the cloud testbed runs {', '.join(MERBRIDGE_STATE)} (Merbridge absent "
                 "or present)"
             )
+    if exp.saturation is not None:
+        raise MeshlabError(
+            f"{source}: saturation: the saturation search grows the plan as it measures; the "
+            "cloud play's step loop is bounded by the plan it starts with, so it runs on the "
+            "local testbed only for now"
+        )
     if len(exp.placement) > 1:
         raise MeshlabError(
             f"{source}: placement: the cloud testbed runs one placement per run "
@@ -236,6 +242,7 @@ def ingest(manifest: Manifest, slot: TrialSlot, raw: Path) -> TrialRecord:
     paths, cpus, reasons = trial_evidence.collect(raw, dataplane, (started + lp.warmup_s, ended))
     problems += reasons
     slot.dir.write_json(slot.dir.PATH_EVIDENCE, paths)
+    path = trial_evidence.as_path(paths)
     slot.dir.write_json(slot.dir.HOST_CPUS, cpus)
 
     # The raw sample files, complete, then trial.json (judge) last.
@@ -262,5 +269,6 @@ def ingest(manifest: Manifest, slot: TrialSlot, raw: Path) -> TrialRecord:
             "server": str(containers.get("app", {}).get("pod", "")),
         },
         problems=problems,
+        path=path,
     )
     return judge(exp, lp, slot, evidence)

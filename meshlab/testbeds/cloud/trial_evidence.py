@@ -15,7 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from meshlab.record.format import Hop, PathEvidence
 from meshlab.testbeds.cloud import arm_check, host_cpus
+from meshlab.testbeds.cloud.arm_check import CARRIERS
 
 WINDOW_SUFFIX = ".node-window.json"
 
@@ -42,3 +44,35 @@ def collect(
     evidence, arm_reasons = arm_check.judge(windows, dataplane, window)
     cpus, cpu_reasons = host_cpus.judge(windows)
     return evidence, cpus, reasons + arm_reasons + cpu_reasons
+
+
+def as_path(evidence: dict[str, Any]) -> PathEvidence | None:
+    """The cloud's path evidence in trial.json's `path` form (the same model the local
+    testbed records): per hop its carrier, what the arm expects and the connections counted;
+    per node whether Merbridge's programs were attached at the trial's start and end."""
+    hops = evidence.get("hops") or {}
+    if not hops:
+        return None
+    counters: dict[str, int] = {}
+    out = {}
+    for name, hop in hops.items():
+        deltas = [c.get("delta") for c in hop.get("counters", [])]
+        for c in hop.get("counters", []):
+            if c.get("delta") is not None:
+                counters[f"{name} {c['source']}"] = int(c["delta"])
+        out[name] = Hop(
+            carrier=hop["carrier"] if hop["carrier"] in CARRIERS else "unknown",
+            expected=hop.get("expected", "unknown"),
+            connections=next((int(x) for x in deltas if x is not None), None),
+        )
+
+    def mode(edge: str) -> dict[str, str]:
+        programs = evidence.get("merbridge_programs") or {}
+        return {
+            host: "unknown" if by_edge.get(edge) is None else ("ebpf" if by_edge[edge] else "off")
+            for host, by_edge in sorted(programs.items())
+        }
+
+    return PathEvidence(
+        hops=out, programs_start=mode("start"), programs_end=mode("end"), counters=counters
+    )

@@ -23,7 +23,7 @@ from meshlab.core.procstat import read_jsonl
 from meshlab.errors import MeshlabError
 from meshlab.record.format import HostProbe, Manifest, Timeline, TrialRecord, now_iso
 from meshlab.record.spec import Experiment, LoadPoint
-from meshlab.testbeds.local import lease
+from meshlab.testbeds.local import lease, paths
 from meshlab.testbeds.local.iptables import save_line_count
 from meshlab.testbeds.local.samplers import Sampler
 from meshlab.testbeds.local.state import LocalState
@@ -240,6 +240,7 @@ def run_step(
     t0 = time.monotonic()
     before = probe(cpus)
     clock.probe_s = time.monotonic() - t0
+    before_path = {t.slot.entry.pair: paths.snapshot(state, t.slot.entry.pair) for t in trials}
     scratch = trials[0].slot.dir
     started_at = now_iso()
     stat_path, cg_path = scratch.partial(scratch.PROC_STAT), scratch.partial(scratch.CGROUP_CPU)
@@ -251,6 +252,7 @@ def run_step(
         clock.launched = time.time()
         _run_k6(trials, state, lp, watchdog)
     ended_at = now_iso()
+    after_path = {t.slot.entry.pair: paths.snapshot(state, t.slot.entry.pair) for t in trials}
     t0 = time.monotonic()
     after = probe(cpus)
     clock.probe_s += time.monotonic() - t0
@@ -294,6 +296,9 @@ def run_step(
             sidecar_logs=sidecar_rows,
             timeline=clock.timeline(),
             host_probe=host_probe,
+            path_snapshots=(before_path[t.slot.entry.pair], after_path[t.slot.entry.pair]),
+            same_node=pods["client"].node == pods["server"].node,
+            shared_counters=len(trials) > 1,
         )
         results.append(judge(exp, lp, t.slot, evidence))
     return results
