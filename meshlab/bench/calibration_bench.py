@@ -11,8 +11,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats as sps
 
-from meshlab.analysis import power, stats
-from meshlab.analysis.calibration import (
+from meshlab.analysis.statistics import power, stats
+from meshlab.analysis.statistics.calibration import (
     Design,
     Outcome,
     covariate_run,
@@ -21,7 +21,7 @@ from meshlab.analysis.calibration import (
     run_design,
     score,
 )
-from meshlab.analysis.noise import QUIET, TODAY, Noise, Storms, Timing, draw
+from meshlab.analysis.statistics.noise import QUIET, TODAY, Noise, Storms, Timing, draw
 
 EFFECTS = (-0.12, -0.08, -0.12)  # issue 19's runs: p50, node CPU, sidecar CPU, roughly
 STORMS_MODERATE = Noise("storms, random arm, moderate", storms=Storms(0.2, 0.1, 60.0))

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from meshlab.analysis.report import build
-from meshlab.analysis.synthetic import SyntheticSpec, write_run
+from meshlab.analysis.report.report import build
+from meshlab.synthetic import SyntheticSpec, write_run
 
 GOAL_S = 30.0
 

@@ -63,18 +63,18 @@ def init(
 @app.command("next")
 def next_(run_dir: Path) -> None:
     """(cloud) The next plan step and the arms it needs, or done."""
-    from meshlab.experiment import engine
+    from meshlab.experiment import cloud_steps
 
-    _say(engine.next_cloud(run_dir))
+    _say(cloud_steps.next_cloud(run_dir))
 
 
 @app.command()
 def run(run_dir: Path) -> None:
     """(local) Run steps in this process until the plan is done, the noise budget is spent or
     the next step needs another placement or flood; progress goes to the run's events.jsonl."""
-    from meshlab.experiment import engine
+    from meshlab.experiment import local_steps
 
-    _say(engine.run_local(run_dir))
+    _say(local_steps.run_local(run_dir))
 
 
 @app.command()
@@ -87,9 +87,9 @@ def prepare(
     ] = "1Gi",
 ) -> None:
     """(cloud) Create a trial's directory and load.js; say what runs where."""
-    from meshlab.experiment import engine
+    from meshlab.experiment import cloud_steps
 
-    print_json(engine.prepare(run_dir, index, target_url, _bytes(k6_memory_limit)))
+    print_json(cloud_steps.prepare(run_dir, index, target_url, _bytes(k6_memory_limit)))
 
 
 def _bytes(quantity: str) -> int:
@@ -110,9 +110,9 @@ def ingest(
     raw: Annotated[Path, typer.Option(help="directory of the fetched raw files")],
 ) -> None:
     """(cloud) Judge a trial from the raw files fetched from the nodes."""
-    from meshlab.experiment import engine
+    from meshlab.experiment import cloud_steps
 
-    _say(engine.ingest(run_dir, index, raw))
+    _say(cloud_steps.ingest(run_dir, index, raw))
 
 
 @app.command()

@@ -42,7 +42,7 @@ def run(
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run directory under results/")]) -> None:
     """(Re)build RUN_DIR/derived/: tables, statistics, figures, summary.md and report.html."""
-    from meshlab.analysis.report import build
+    from meshlab.analysis.report.report import build
 
     typer.echo(f"report: {build(run_dir)}")
 
@@ -54,7 +54,7 @@ def compare(
     force: Annotated[bool, typer.Option(help="compare even if the specs differ")] = False,
 ) -> None:
     """Did a rerun (e.g. in a quieter cloud) agree with the first run?"""
-    from meshlab.analysis.compare import compare as compare_runs
+    from meshlab.analysis.report.compare import compare as compare_runs
 
     typer.echo(compare_runs(run_a, run_b, force=force))
 

@@ -17,109 +17,58 @@ idempotent and a crashed run is repaired by the next call:
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import hashlib
-import os
 import shutil
-import subprocess
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import Mapping
+from contextlib import suppress
 from pathlib import Path
 
 from meshlab.ebpf import bpfsys, build, features, layouts
 from meshlab.ebpf.bpfsys import BpfError
+from meshlab.ebpf.cgroups import (
+    _attached_cgroups,
+    _cgroup_attachments,
+    _cgroup_id,
+    _cgroups,
+    _check_pod_cgroup,
+    _detach_cgroup,
+    _detach_id,
+    _reconcile_cgroup,
+)
+from meshlab.ebpf.pins import (  # noqa: F401 - re-exported: the arm's facts, as before the split
+    CGROUP_ATTACH_TYPES,
+    CGROUP_PROGS,
+    MAPS,
+    MAX_NODE,
+    MODES,
+    PROG_PREFIX,
+    PROGS,
+    Pins,
+    _cgroup2_mounts,
+    _complete_and_fresh,
+    _counters,
+    _ensure_bpffs,
+    _load,
+    _lock,
+    _map_counts,
+    _pinned_progs,
+    _prog_name,
+    _registered,
+    cgroup_mode,
+    derive_mode,
+)
+from meshlab.ebpf.splice import (
+    _attach_verdict,
+    _detach_verdict,
+    _enable_splice,
+    _sockhash_entries,
+    _splice_on_safe,
+    _unsplice,
+    _verdict_attached,
+)
 from meshlab.errors import MeshlabError
 
-BPFFS_MOUNT = Path("/sys/fs/bpf")
-MODES = ("ebpf", "ebpf-connect")
-MAX_NODE = 255  # node ids of the testbed's node namespaces (ml_pod.node)
-MAPS = (
-    "ml_cookie_dst",
-    "ml_pair_dst",
-    "ml_sock_pairs",
-    "ml_pod_ips",
-    "ml_cgroup_pods",
-    "ml_config",
-    "ml_stats",
-)
-SOCKHASH = "ml_sock_pairs"
-PROG_PREFIX = "ml_"
-# How long readers get to consume data already redirected onto their ingress lists before the
-# sockhash is emptied (the kernel discards what is still queued when a socket leaves it).
-DRAIN_SECONDS = 0.25
-
-
-@dataclass(frozen=True)
-class Prog:
-    name: str
-    obj: str  # object stem in bpf/build
-    attach_type: int
-
-
-PROGS: dict[str, Prog] = {
-    p.name: p
-    for p in (
-        Prog("ml_connect4", "mb_connect", bpfsys.CGROUP_INET4_CONNECT),
-        Prog("ml_getsockopt", "mb_getsockopt", bpfsys.CGROUP_GETSOCKOPT),
-        Prog("ml_sockops", "mb_sockops", bpfsys.CGROUP_SOCK_OPS),
-        Prog("ml_sockops_rec", "mb_sockops", bpfsys.CGROUP_SOCK_OPS),
-        Prog("ml_redir", "mb_redir", bpfsys.SK_MSG_VERDICT),
-    )
-}
-# What each arm attaches to every pod cgroup (ml_redir goes on the sockhash, ebpf only).
-CGROUP_PROGS: dict[str, tuple[str, ...]] = {
-    "ebpf": ("ml_connect4", "ml_getsockopt", "ml_sockops"),
-    "ebpf-connect": ("ml_connect4", "ml_getsockopt", "ml_sockops_rec"),
-}
-CGROUP_ATTACH_TYPES = (
-    bpfsys.CGROUP_INET4_CONNECT,
-    bpfsys.CGROUP_GETSOCKOPT,
-    bpfsys.CGROUP_SOCK_OPS,
-)
-
-
-@dataclass(frozen=True)
-class Pins:
-    """Where things are pinned under one pin root."""
-
-    root: Path
-
-    def prog(self, name: str) -> Path:
-        return self.root / "progs" / PROGS[name].obj / name
-
-    def map(self, name: str) -> Path:
-        return self.root / "maps" / name
-
-
 # --- pure decisions --------------------------------------------------------------------------
-
-
-def cgroup_mode(names: set[str]) -> str:
-    """The arm one cgroup is in, from the names of our programs attached to it."""
-    for mode, progs in CGROUP_PROGS.items():
-        if names == set(progs):
-            return mode
-    return "mixed" if names else "off"
-
-
-def derive_mode(cgroups: Mapping[str, set[str]], verdict_attached: bool) -> str:
-    """The arm the whole kernel state amounts to: off, ebpf, ebpf-connect, or mixed.
-
-    "mixed" is either an inconsistency (a cgroup with half a set) or, legitimately, pods in
-    different arms (duet); status() also reports the mode of each cgroup.
-    """
-    if not cgroups:
-        return "mixed" if verdict_attached else "off"
-    modes = {cgroup_mode(names) for names in cgroups.values()}
-    if len(modes) != 1:
-        return "mixed"
-    mode = modes.pop()
-    if mode not in MODES or verdict_attached != (mode == "ebpf"):
-        return "mixed"
-    return mode
 
 
 def validate_request(
@@ -150,128 +99,7 @@ def validate_request(
 # --- host plumbing ---------------------------------------------------------------------------
 
 
-def _mountinfo() -> str:
-    return Path("/proc/self/mountinfo").read_text()
-
-
-def _cgroup2_mounts() -> list[Path]:
-    mounts = features.cgroup2_mounts(_mountinfo())
-    if not mounts:
-        raise MeshlabError("eBPF arm unavailable: missing cgroup v2 (no cgroup2 mount)")
-    return mounts
-
-
-def _check_pod_cgroup(path: Path) -> Path:
-    """A pod cgroup must be an existing, non-root cgroup v2 directory."""
-    resolved = path.resolve()
-    if not resolved.is_dir():
-        raise MeshlabError(f"eBPF attach: cgroup {path} does not exist")
-    for mount in _cgroup2_mounts():
-        if resolved == mount:
-            raise MeshlabError(f"eBPF attach: refusing to attach to the root cgroup {path}")
-        if resolved.is_relative_to(mount):
-            return resolved
-    raise MeshlabError(f"eBPF attach: {path} is not on a cgroup v2 mount")
-
-
-def _ensure_bpffs(pin_root: Path) -> None:
-    mounts = features.fs_mounts(_mountinfo(), "bpf")
-    if any(pin_root.is_relative_to(m) for m in mounts):
-        return
-    if not pin_root.is_relative_to(BPFFS_MOUNT):
-        raise MeshlabError(f"eBPF attach: pin root {pin_root} is not on a bpffs mount")
-    result = subprocess.run(
-        ["mount", "-t", "bpf", "bpf", str(BPFFS_MOUNT)], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        raise MeshlabError(f"eBPF attach: cannot mount bpffs: {result.stderr.strip()}")
-
-
-@contextmanager
-def _lock(pin_root: Path) -> Iterator[None]:
-    """One reconciler per pin root at a time (Ansible and a CLI call may overlap)."""
-    digest = hashlib.sha256(str(pin_root).encode()).hexdigest()[:12]
-    lock_dir = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/run")
-    with (lock_dir / f"meshlab-ebpf-{digest}.lock").open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
-def _cgroups() -> Iterator[Path]:
-    """Every cgroup v2 directory on the host (deduplicated across bind mounts)."""
-    seen: set[int] = set()
-    for mount in _cgroup2_mounts():
-        for dirpath, _dirs, _files in os.walk(mount):
-            ino = Path(dirpath).stat().st_ino
-            if ino not in seen:
-                seen.add(ino)
-                yield Path(dirpath)
-
-
-def _cgroup_attachments(cgroup: Path) -> list[tuple[int, int]]:
-    """(attach type, prog id) of the programs attached directly to one cgroup."""
-    found: list[tuple[int, int]] = []
-    try:
-        with bpfsys.opened_dir(cgroup) as fd:
-            for attach_type in CGROUP_ATTACH_TYPES:
-                found += [(attach_type, pid) for pid in bpfsys.prog_query(fd, attach_type)]
-    except FileNotFoundError:
-        pass  # cgroup removed while we walked
-    return found
-
-
-def _prog_name(prog_id: int) -> str | None:
-    try:
-        fd = bpfsys.prog_fd_by_id(prog_id)
-    except BpfError:
-        return None
-    try:
-        return bpfsys.prog_info(fd).name
-    finally:
-        os.close(fd)
-
-
 # --- load / unpin ----------------------------------------------------------------------------
-
-
-def _pinned_progs(pins: Pins) -> dict[str, bpfsys.ProgInfo]:
-    infos: dict[str, bpfsys.ProgInfo] = {}
-    for name in PROGS:
-        path = pins.prog(name)
-        if path.exists():
-            with bpfsys.pinned(path) as fd:
-                infos[name] = bpfsys.prog_info(fd)
-    return infos
-
-
-def _load_wall_time(info: bpfsys.ProgInfo) -> float:
-    # load_time is CLOCK_BOOTTIME; convert to wall clock to compare with file mtimes.
-    age = time.clock_gettime(time.CLOCK_BOOTTIME) - info.load_time_ns / 1e9
-    return time.time() - age
-
-
-def _complete_and_fresh(pins: Pins, infos: dict[str, bpfsys.ProgInfo], objects: dict) -> bool:
-    if set(infos) != set(PROGS) or not all(pins.map(m).exists() for m in MAPS):
-        return False
-    loaded = min(_load_wall_time(i) for i in infos.values())
-    return all(path.stat().st_mtime <= loaded for path in objects.values())
-
-
-def _load(pins: Pins, objects: dict[str, Path]) -> None:
-    (pins.root / "progs").mkdir(parents=True, exist_ok=True)
-    first = True
-    for stem in build.OBJECTS:
-        argv = ["bpftool", "prog", "loadall", str(objects[stem]), str(pins.root / "progs" / stem)]
-        if first:
-            # The first object creates every map (all objects declare all of them).
-            argv += ["pinmaps", str(pins.root / "maps")]
-        else:
-            for name in MAPS:
-                argv += ["map", "name", name, "pinned", str(pins.map(name))]
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise MeshlabError(features.explain_load_error(stem, result.stderr + result.stdout))
-        first = False
 
 
 # Removal order: stop redirecting new connections first, keep answering SO_ORIGINAL_DST for
@@ -322,115 +150,10 @@ def _teardown(pins: Pins, cgroup_root: Path | None = None) -> dict:
     return removed
 
 
-def _splice_on_safe(pins: Pins) -> bool:
-    return pins.map("ml_config").exists() and _splice_on(pins)
-
-
-def _detach_id(cgroup: Path, prog_id: int, attach_type: int) -> None:
-    try:
-        prog_fd = bpfsys.prog_fd_by_id(prog_id)
-    except BpfError as err:
-        if err.errno == errno.ENOENT:
-            return
-        raise
-    try:
-        with bpfsys.opened_dir(cgroup) as cg_fd:
-            bpfsys.prog_detach(cg_fd, prog_fd, attach_type)
-    except BpfError as err:
-        if err.errno != errno.ENOENT:
-            raise
-    finally:
-        os.close(prog_fd)
-
-
 # --- sockhash verdict ------------------------------------------------------------------------
 
 
-def _verdict_attached(pins: Pins) -> bool:
-    if not (pins.map(SOCKHASH).exists() and pins.prog("ml_redir").exists()):
-        return False
-    with bpfsys.pinned(pins.map(SOCKHASH)) as map_fd, bpfsys.pinned(pins.prog("ml_redir")) as pfd:
-        try:
-            return bpfsys.prog_info(pfd).id in bpfsys.prog_query(map_fd, bpfsys.SK_MSG_VERDICT)
-        except BpfError as err:
-            if err.errno != errno.EINVAL:
-                raise
-            # Kernels before 6.0 cannot query a sockmap's programs. Report "not attached":
-            # attaching again is harmless, and the verdict goes with the map on teardown.
-            return False
-
-
-def _attach_verdict(pins: Pins) -> None:
-    if _verdict_attached(pins):
-        return
-    with bpfsys.pinned(pins.map(SOCKHASH)) as map_fd, bpfsys.pinned(pins.prog("ml_redir")) as pfd:
-        bpfsys.prog_attach(map_fd, pfd, bpfsys.SK_MSG_VERDICT)
-
-
-def _detach_verdict(pins: Pins) -> bool:
-    try:
-        if not _verdict_attached(pins):
-            return False
-        with (
-            bpfsys.pinned(pins.map(SOCKHASH)) as map_fd,
-            bpfsys.pinned(pins.prog("ml_redir")) as pfd,
-        ):
-            bpfsys.prog_detach(map_fd, pfd, bpfsys.SK_MSG_VERDICT)
-    except BpfError as err:
-        if err.errno == errno.ENOENT:
-            return False
-        raise
-    return True
-
-
-def _flush_sockhash(pins: Pins) -> int:
-    with bpfsys.pinned(pins.map(SOCKHASH)) as fd:
-        return sum(bpfsys.map_delete(fd, k) for k in bpfsys.map_keys(fd, layouts.Pair.SIZE))
-
-
-def _splice_on(pins: Pins) -> bool:
-    with bpfsys.pinned(pins.map("ml_config")) as fd:
-        raw = bpfsys.map_lookup(fd, layouts.u32(0), 4)
-    return bool(raw) and raw != b"\0" * 4
-
-
-def _set_splice(pins: Pins, on: bool) -> None:
-    with bpfsys.pinned(pins.map("ml_config")) as fd:
-        bpfsys.map_update(fd, layouts.u32(0), layouts.u32(1 if on else 0))
-
-
-def _unsplice(pins: Pins) -> int:
-    """Take every connection off the stack bypass without losing or reordering a byte.
-
-    1. splice off: the verdict stops redirecting (writes take the TCP path, which the
-       reader consumes after what is already on its ingress list) and sockops stops
-       inserting; 2. wait for readers to drain their ingress lists; 3. empty the sockhash.
-    Returns the number of sockets removed.
-    """
-    if not (pins.map("ml_config").exists() and pins.map(SOCKHASH).exists()):
-        return 0
-    was_on = _splice_on(pins)
-    _set_splice(pins, False)
-    if was_on:
-        time.sleep(DRAIN_SECONDS)
-    return _flush_sockhash(pins)
-
-
-def _enable_splice(pins: Pins) -> None:
-    """Splice on, but only over an empty sockhash: a connection that ever used the TCP path
-    while in the map must never start redirecting (later bytes could overtake earlier ones)."""
-    if _splice_on(pins):
-        return
-    _flush_sockhash(pins)  # sockets that could only have been inserted before a drain
-    _set_splice(pins, True)
-
-
 # --- maps ------------------------------------------------------------------------------------
-
-
-def _cgroup_id(cgroup: Path) -> int:
-    # A cgroup v2 directory's inode number is its cgroup id (what the BPF helpers return).
-    return cgroup.stat().st_ino
 
 
 def _register_pods(
@@ -445,11 +168,6 @@ def _unregister_cgroups(pins: Pins, cgroup_ids: set[int]) -> None:
     with bpfsys.pinned(pins.map("ml_cgroup_pods")) as fd:
         for cid in cgroup_ids:
             bpfsys.map_delete(fd, layouts.u64(cid))
-
-
-def _sockhash_entries(pins: Pins) -> int:
-    with bpfsys.pinned(pins.map(SOCKHASH)) as fd:
-        return len(bpfsys.map_keys(fd, layouts.Pair.SIZE))
 
 
 def _sync_pod_ips(pins: Pins, attached_ids: set[int]) -> None:
@@ -474,68 +192,7 @@ def _sync_pod_ips(pins: Pins, attached_ids: set[int]) -> None:
             bpfsys.map_update(fd, raw_ip, layouts.u32(node))
 
 
-def _attached_cgroups(infos: dict[str, bpfsys.ProgInfo]) -> dict[Path, set[str]]:
-    """Every cgroup carrying one of our (pinned) programs -> their names."""
-    by_id = {info.id: name for name, info in infos.items()}
-    found: dict[Path, set[str]] = {}
-    for cgroup in _cgroups():
-        names = {by_id[pid] for _t, pid in _cgroup_attachments(cgroup) if pid in by_id}
-        if names:
-            found[cgroup] = names
-    return found
-
-
 # --- cgroup reconciliation -------------------------------------------------------------------
-
-
-def _reconcile_cgroup(cgroup: Path, pins: Pins, infos: dict[str, bpfsys.ProgInfo], mode: str):
-    want = CGROUP_PROGS[mode]
-    with bpfsys.opened_dir(cgroup) as cg_fd:
-        for name in want:
-            prog = PROGS[name]
-            attached = bpfsys.prog_query(cg_fd, prog.attach_type)
-            if infos[name].id in attached:
-                continue
-            # The other arm's program of the same type (ml_sockops <-> ml_sockops_rec):
-            # replace it in place, so the cgroup is never without one.
-            rivals = [
-                other
-                for other, p in PROGS.items()
-                if p.attach_type == prog.attach_type
-                and other != name
-                and infos[other].id in attached
-            ]
-            with bpfsys.pinned(pins.prog(name)) as prog_fd:
-                if rivals:
-                    with bpfsys.pinned(pins.prog(rivals[0])) as old_fd:
-                        bpfsys.prog_attach(
-                            cg_fd,
-                            prog_fd,
-                            prog.attach_type,
-                            bpfsys.F_ALLOW_MULTI | bpfsys.F_REPLACE,
-                            old_fd,
-                        )
-                else:
-                    bpfsys.prog_attach(cg_fd, prog_fd, prog.attach_type, bpfsys.F_ALLOW_MULTI)
-        # Anything else of ours on this cgroup (a duplicate rival) goes.
-        for name, prog in PROGS.items():
-            if name in want or prog.attach_type not in CGROUP_ATTACH_TYPES:
-                continue
-            if infos[name].id in bpfsys.prog_query(cg_fd, prog.attach_type):
-                with bpfsys.pinned(pins.prog(name)) as prog_fd:
-                    bpfsys.prog_detach(cg_fd, prog_fd, prog.attach_type)
-
-
-def _detach_cgroup(
-    cgroup: Path, pins: Pins, infos: dict[str, bpfsys.ProgInfo], attach_type: int
-) -> None:
-    with bpfsys.opened_dir(cgroup) as cg_fd:
-        for name, prog in PROGS.items():
-            if prog.attach_type != attach_type or name not in infos:
-                continue
-            if infos[name].id in bpfsys.prog_query(cg_fd, prog.attach_type):
-                with bpfsys.pinned(pins.prog(name)) as prog_fd:
-                    bpfsys.prog_detach(cg_fd, prog_fd, prog.attach_type)
 
 
 def _settle(pins: Pins, infos: dict[str, bpfsys.ProgInfo]) -> dict[Path, set[str]]:
@@ -743,49 +400,3 @@ def status(pin_root: Path) -> dict:
 def splice_enabled(pin_root: Path) -> bool:
     """Whether the stack bypass is switched on (ml_config.splice); cheap, takes no lock."""
     return _splice_on_safe(Pins(Path(pin_root)))
-
-
-def _map_counts(pins: Pins) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {}
-    for name in MAPS:
-        path = pins.map(name)
-        if not path.exists():
-            continue
-        with bpfsys.pinned(path) as fd:
-            info = bpfsys.map_info(fd)
-            if info.type == bpfsys.MAP_TYPE_PERCPU_ARRAY:
-                continue  # an array always has max_entries slots; see counters
-            counts[name] = {
-                "entries": len(bpfsys.map_keys(fd, info.key_size)),
-                "max_entries": info.max_entries,
-            }
-    return counts
-
-
-def _counters(pins: Pins) -> dict[str, int]:
-    path = pins.map("ml_stats")
-    if not path.exists():
-        return {}
-    ncpu = bpfsys.possible_cpus()
-    out: dict[str, int] = {}
-    with bpfsys.pinned(path) as fd:
-        for slot, name in enumerate(layouts.STAT_NAMES):
-            raw = bpfsys.map_lookup(fd, layouts.u32(slot), 8 * ncpu)
-            out[name] = layouts.percpu_sum(raw) if raw else 0
-    return out
-
-
-def _registered(pins: Pins) -> dict[int, layouts.Pod]:
-    """cgroup id -> the pod the loader registered for it (ml_cgroup_pods)."""
-    path = pins.map("ml_cgroup_pods")
-    if not path.exists():
-        return {}
-    out: dict[int, layouts.Pod] = {}
-    with bpfsys.pinned(path) as fd:
-        for raw_id in bpfsys.map_keys(fd, 8):
-            value = bpfsys.map_lookup(fd, raw_id, layouts.Pod.SIZE)
-            if value is not None:
-                pod = layouts.Pod.decode(value)
-                # node 0: registered by a loader from before nodes (4-byte values), node 1
-                out[layouts.read_u64(raw_id)] = pod if pod.node else layouts.Pod(pod.ip)
-    return out

@@ -2,13 +2,16 @@
 prints one typed message (experiment/protocol.py):
 
 init     validate the definition, write manifest.json with the seeded plan (or resume one)
-run      (local testbed) run the steps in this process until the plan is done, the noise
-         budget is spent, or the next step needs another block (placement, flood) that the
-         playbook's roles apply; progress goes to the run's events.jsonl as it happens
-next     (cloud) the next plan step and the arms it needs, or done
+run      (local testbed, experiment/local_steps.py) run the steps in this process until the
+         plan is done, the noise budget is spent, or the next step needs another block
+         (placement, flood) that the playbook's roles apply; progress goes to events.jsonl
+next     (cloud, experiment/cloud_steps.py) the next plan step and the arms it needs, or done
 prepare  (cloud) a step's trial dir and load.js; what the playbook runs where
 ingest   (cloud) judge a trial from the raw files fetched from the nodes
 finish   close the run: complete or environment-unfit, with its answer in one line
+
+This module holds what both testbeds share: the plan's next step, the slots, recording a
+step's results (re-queues, the noise budget), the estimates so far, and closing the run.
 
 A rejected trial is re-queued right after itself. The plan in the manifest only ever grows;
 a resumed run (`--resume`) reruns exactly the steps that lack a trial.json.
@@ -20,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from meshlab.analysis import timing
+from meshlab.analysis.loading import timing
 from meshlab.errors import MeshlabError
 from meshlab.experiment import plan as planner
 from meshlab.experiment import provenance, saturation_plan, stopping
@@ -28,11 +31,9 @@ from meshlab.experiment.protocol import (
     NextStep,
     Planned,
     RunClosed,
-    SegmentEnd,
     StepResult,
     StopProgress,
     TrialLine,
-    Waiting,
 )
 from meshlab.experiment.state import RunState
 from meshlab.record import spec
@@ -309,8 +310,9 @@ def so_far(rs: RunState, cell: tuple[str, str, str] | None = None) -> list[str]:
     """The primary estimates so far of the comparison in `cell` (load point, flood,
     placement: the block a step just ran; default the first), for progress lines:
     'p50 latency -7.2 % (95 % CI -9.0 to -5.1 %, n=8)' (an adaptive run's: 96 % CI)."""
-    from meshlab.analysis.analyse import PRIMARY, analyse
-    from meshlab.analysis.fmt import ci_pct, signed_pct
+    from meshlab.analysis.statistics.analyse import analyse
+    from meshlab.analysis.statistics.fmt import ci_pct, signed_pct
+    from meshlab.analysis.statistics.results import PRIMARY
 
     try:
         comparisons = analyse(rs.analysis_run(), resamples=0).comparisons
@@ -328,94 +330,11 @@ def so_far(rs: RunState, cell: tuple[str, str, str] | None = None) -> list[str]:
     return out
 
 
-# ---- the local testbed: every step in this process ---------------------------------------
-
-
-def run_local(run_dir: Path) -> SegmentEnd:
-    """Run steps until the plan is done, the budget is spent, or the next step needs another
-    block than the testbed is in (the playbook moves the pods or writes the flood, then
-    calls this again). Each step: wait for a quiet host, apply the arm, run, judge, record."""
-    from meshlab.experiment.progress import line
-    from meshlab.testbeds.local import LocalTestbed
-    from meshlab.testbeds.local.step import StepClock
-
-    rs = RunState.load(RunDir(run_dir))
-    session = LocalTestbed().open()
-    gates = rs.manifest.experiment.gates
-
-    def emit(msg: Any) -> None:
-        rs.run.append_event(msg.model_dump(), line(msg))
-
-    try:
-        while True:
-            nxt = next_step(rs)
-            if nxt.done:
-                emit(nxt)
-                return SegmentEnd(reason="done" if nxt.reason == "complete" else nxt.reason)
-            if (nxt.placement, str(nxt.flood["label"])) != (session.placement, session.flood):
-                end = SegmentEnd(
-                    reason="block-change", placement=nxt.placement, flood=nxt.flood["label"]
-                )
-                emit(end)
-                return end
-            emit(nxt)
-            clock = StepClock(step_started=datetime.now(UTC).timestamp())
-
-            def say(reason: str, waited: float, left: float) -> None:
-                emit(Waiting(reason=reason, waited_s=round(waited, 1), budget_left_s=round(left)))
-
-            wait = session.wait_quiet(gates, rs.budget_left(), say)
-            clock.quiet_wait_s = wait.seconds
-            if not wait.quiet:
-                rs.waited_s = wait.waited_s
-                _end_unfit(rs, f"the host stayed noisy ({wait.reason})")
-                return SegmentEnd(reason="environment-unfit", detail=rs.manifest.outcome or "")
-            clock.arm_s = session.apply_arms(nxt.dataplanes)
-            group = slots(rs, nxt.indexes)
-            results = session.run(rs.manifest, group, clock, wait)
-            emit(record(rs, group, results))
-    finally:
-        session.close()
-
-
-# ---- the cloud testbed: the playbook runs the step across the nodes -----------------------
-
-
-def next_cloud(run_dir: Path) -> NextStep:
-    from meshlab.experiment.progress import line
-
-    rs = RunState.load(RunDir(run_dir))
-    msg = next_step(rs)
-    rs.run.append_event(msg.model_dump(), line(msg))
-    return msg
-
-
-def prepare(run_dir: Path, index: int, target_url: str, k6_memory_limit: int) -> dict[str, Any]:
-    from meshlab.testbeds.cloud import CloudTestbed
-
-    rs = RunState.load(RunDir(run_dir))
-    (slot,) = slots(rs, [index])
-    return CloudTestbed().prepare(rs.manifest, slot, target_url, k6_memory_limit)
-
-
-def ingest(run_dir: Path, index: int, raw: Path) -> StepResult:
-    from meshlab.testbeds.cloud import CloudTestbed
-
-    rs = RunState.load(RunDir(run_dir))
-    (slot,) = slots(rs, [index])
-    from meshlab.experiment.progress import line
-
-    result = CloudTestbed().ingest(rs.manifest, slot, raw)
-    msg = record(rs, [slot], [result])
-    rs.run.append_event(msg.model_dump(), line(msg))
-    return msg
-
-
 # ---- closing ------------------------------------------------------------------------------
 
 
 def finish(run_dir: Path, interrupted: bool = False) -> RunClosed:
-    from meshlab.analysis.answer import DECIDED, answer
+    from meshlab.analysis.report.answer import DECIDED, answer
 
     rs = RunState.load(RunDir(run_dir))
     manifest = rs.manifest
@@ -425,7 +344,7 @@ def finish(run_dir: Path, interrupted: bool = False) -> RunClosed:
     elif not unfit:
         manifest.status = "complete"
     try:
-        from meshlab.analysis.analyse import analyse
+        from meshlab.analysis.statistics.analyse import analyse
 
         said = answer(analyse(rs.analysis_run(), resamples=0), manifest.outcome if unfit else None)
         outcome, text = said.outcome, said.line

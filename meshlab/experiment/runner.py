@@ -280,8 +280,8 @@ def run(
 
 def between_runs(runs: list[Path]) -> str:
     """'reproduced within ± x pp over K runs' per comparison and primary metric."""
-    from meshlab.analysis.reproduce import estimates
-    from meshlab.analysis.run import load_run
+    from meshlab.analysis.loading.run import load_run
+    from meshlab.analysis.statistics.reproduce import estimates
 
     per_key: dict[tuple[str, str], list[float]] = {}
     for run_dir in runs:

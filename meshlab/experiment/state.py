@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from meshlab.analysis.run import Run, run_of
+from meshlab.analysis.loading.run import Run, run_of
 from meshlab.experiment.saturation_plan import charged
 from meshlab.record.format import Manifest, TrialRecord
 from meshlab.record.rundir import RunDir, TrialDir

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import math
 
-from meshlab.analysis.analyse import PRIMARY, pairset_results, primary_alpha
-from meshlab.analysis.fmt import level
-from meshlab.analysis.pairing import build_pairs
-from meshlab.analysis.run import Run
+from meshlab.analysis.loading.pairing import build_pairs
+from meshlab.analysis.loading.run import Run
+from meshlab.analysis.statistics.analyse import pairset_results, primary_alpha
+from meshlab.analysis.statistics.fmt import level
+from meshlab.analysis.statistics.results import PRIMARY
 from meshlab.record.format import Manifest, PlanEntry, StopState
 
 

@@ -11,8 +11,8 @@ import io
 import math
 from typing import Any
 
-from meshlab.analysis.analyse import Analysis
-from meshlab.analysis.run import Cell, Run, Trial
+from meshlab.analysis.loading.run import Cell, Run, Trial
+from meshlab.analysis.statistics.results import Analysis
 from meshlab.record.format import CPU_FIGURES, LATENCY_KEYS, iso_of
 
 COMPARISONS = "comparisons.csv"

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from meshlab.analysis.analyse import Analysis, Comparison
-from meshlab.analysis.run import Run
+from meshlab.analysis.loading.run import Run
+from meshlab.analysis.statistics.results import Analysis, Comparison
 from meshlab.export import smp
 from meshlab.export.schema import Schema
 from meshlab.record.format import dump

@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from meshlab.analysis.run import Cell, Run, Trial
+from meshlab.analysis.loading.run import Cell, Run, Trial
 from meshlab.export.schema import Schema
 from meshlab.record.format import LATENCY_KEYS, TrialRecord, iso_of
 

@@ -12,9 +12,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from meshlab.analysis.analyse import analyse
-from meshlab.analysis.latencies import RAW, pool_latencies
-from meshlab.analysis.run import Run, load_run
+from meshlab.analysis.loading.latencies import RAW, pool_latencies
+from meshlab.analysis.loading.run import Run, load_run
+from meshlab.analysis.statistics.analyse import analyse
 from meshlab.core import atomic
 from meshlab.errors import MeshlabError
 from meshlab.export import csvs, schema, smp

@@ -154,7 +154,10 @@ class TrialDir:
         if doc["schema_version"] == 1:
             from meshlab.record.upgrade import trial_from_v1  # re-derives from the raw files
 
-            doc = trial_from_v1(self, doc)
+            raw = self.file(self.K6_RAW)
+            doc = trial_from_v1(
+                doc, raw if raw.exists() else None, self.read_stat_rows(), self.read_cgroup_rows()
+            )
         return validate_named(TrialRecord, doc, str(path))
 
 

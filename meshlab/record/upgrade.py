@@ -15,18 +15,23 @@ samples, so its figures are computed again with today's definitions:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from meshlab.core import cpuwindow
 from meshlab.errors import MeshlabError
 from meshlab.k6.results import read_measured
 from meshlab.k6.schedule import schedule_lag
 
-if TYPE_CHECKING:
-    from meshlab.record.rundir import TrialDir
 
-
-def trial_from_v1(tdir: TrialDir, doc: dict[str, Any]) -> dict[str, Any]:
+def trial_from_v1(
+    doc: dict[str, Any],
+    raw: Path | None,
+    stat: list[dict[str, Any]],
+    cgroups: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The schema-2 document of a schema-1 `doc`, from its kept raw files: k6's CSV (`raw`,
+    None when it was not kept) and its samples (the run directory reads them: rundir.py)."""
     out = {k: v for k, v in doc.items() if k not in ("window", "cpu", "steal", "schema_version")}
     out["schema_version"] = 2
     window = doc.get("window") or {}
@@ -34,8 +39,7 @@ def trial_from_v1(tdir: TrialDir, doc: dict[str, Any]) -> dict[str, Any]:
     start, end = planned, float(window.get("end", 0.0))
     requests = int((doc.get("summary") or {}).get("requests") or 0)
     source, lag = "planned", None
-    raw = tdir.file(tdir.K6_RAW)
-    if raw.exists():
+    if raw is not None:
         try:
             measured = read_measured(raw)
         except MeshlabError:
@@ -51,7 +55,6 @@ def trial_from_v1(tdir: TrialDir, doc: dict[str, Any]) -> dict[str, Any]:
         "planned_start": planned,
         "source": source,
     }
-    stat, cgroups = tdir.read_stat_rows(), tdir.read_cgroup_rows()
     cpu, accounts, task_source = cpuwindow.trial_cpu(stat, cgroups, start, end, requests)
     out["cpu"] = cpu
     out["node"] = (

@@ -13,9 +13,9 @@ from typing import get_args
 
 import pytest
 
-from meshlab.analysis.report import build
-from meshlab.analysis.synthetic import SyntheticSpec, write_run
+from meshlab.analysis.report.report import build
 from meshlab.record.spec import Metric
+from meshlab.synthetic import SyntheticSpec, write_run
 
 pytestmark = pytest.mark.browser
 

@@ -78,7 +78,7 @@ def _check_timeline(t: dict) -> None:
 
 def _check_gaps(run_dir: Path) -> None:
     """The overhead between windows, as the report computes it, adds up from the records."""
-    from meshlab.analysis.timing import gaps
+    from meshlab.analysis.loading.timing import gaps
     from meshlab.record.rundir import RunDir
 
     run = RunDir(run_dir)

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from meshlab.analysis import stats
-from meshlab.analysis.analyse import analyse, log_ratios
-from meshlab.analysis.metrics import BY_KEY
-from meshlab.analysis.pairing import build_pairs
-from meshlab.analysis.run import load_run
-from meshlab.analysis.synthetic import SyntheticSpec, true_log_ratio, write_run
+from meshlab.analysis.loading.metrics import BY_KEY
+from meshlab.analysis.loading.pairing import build_pairs, log_ratios
+from meshlab.analysis.loading.run import load_run
+from meshlab.analysis.statistics import stats
+from meshlab.analysis.statistics.analyse import analyse
+from meshlab.synthetic import SyntheticSpec, true_log_ratio, write_run
 
 SIMULATIONS = 100
 # A false-positive rate near alpha needs more simulations than coverage does: at 100 the binomial
@@ -38,7 +38,6 @@ def _simulate(root: Path, seeds: range, arms: tuple[str, str], effect: float) ->
             arms=arms,
             effects={arms[1]: effect},
             flood_effect={},
-            write_samples=False,
             experiment_id=f"sim{seed}",
         )
         run = load_run(write_run(root, spec))
@@ -75,7 +74,7 @@ def test_a_a_false_positive_rate_is_at_most_5_percent(tmp_path: Path) -> None:
 
 def test_the_report_pipeline_gives_the_core_s_answer(tmp_path: Path) -> None:
     """analyse() on one run must agree with the vectorised core on the same log-ratios."""
-    spec = SyntheticSpec(seed=5, rounds=ROUNDS, flood_effect={}, write_samples=False)
+    spec = SyntheticSpec(seed=5, rounds=ROUNDS, flood_effect={})
     run = load_run(write_run(tmp_path, spec))
     result = analyse(run).comparisons[0].result("latency_p50")
     assert result is not None and result.ci95 is not None
@@ -86,7 +85,7 @@ def test_the_report_pipeline_gives_the_core_s_answer(tmp_path: Path) -> None:
 
 
 def test_fewer_than_six_rounds_yields_no_ci(tmp_path: Path) -> None:
-    run = load_run(write_run(tmp_path, SyntheticSpec(rounds=5, write_samples=False)))
+    run = load_run(write_run(tmp_path, SyntheticSpec(rounds=5)))
     for comparison in analyse(run).comparisons:
         for r in comparison.results:
             assert r.n == 5
@@ -97,7 +96,7 @@ def test_fewer_than_six_rounds_yields_no_ci(tmp_path: Path) -> None:
 
 def test_rejected_trials_never_enter_the_statistics(tmp_path: Path) -> None:
     """Add rejected trials with absurd values to a run: not one statistic may move."""
-    run_dir = write_run(tmp_path, SyntheticSpec(seed=11, rounds=8, write_samples=False))
+    run_dir = write_run(tmp_path, SyntheticSpec(seed=11, rounds=8))
     before = analyse(load_run(run_dir)).to_dict()["comparisons"]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     for src in sorted((run_dir / "trials").iterdir())[:6]:
@@ -126,9 +125,7 @@ def test_rejected_trials_never_enter_the_statistics(tmp_path: Path) -> None:
 
 
 def test_a_round_missing_a_valid_trial_is_dropped_and_counted(tmp_path: Path) -> None:
-    spec = SyntheticSpec(
-        seed=12, rounds=8, reject=((3, "ebpf"), (6, "iptables")), requeue=False, write_samples=False
-    )
+    spec = SyntheticSpec(seed=12, rounds=8, reject=((3, "ebpf"), (6, "iptables")), requeue=False)
     run = load_run(write_run(tmp_path, spec))
     (pairs,) = build_pairs(run)
     assert pairs.n == 6 and pairs.rounds == [1, 2, 4, 5, 7, 8]
@@ -142,7 +139,7 @@ def test_a_round_missing_a_valid_trial_is_dropped_and_counted(tmp_path: Path) ->
 
 
 def test_fixed_and_adaptive_designs_keep_the_false_positive_rate() -> None:
-    from meshlab.analysis.calibration import Design, run_design
+    from meshlab.analysis.statistics.calibration import Design, run_design
 
     rng = np.random.default_rng(7)
     for design in (Design("fixed 8", (8,)), Design("adaptive", tuple(range(10, 21, 2)), 2.0)):
@@ -153,7 +150,7 @@ def test_fixed_and_adaptive_designs_keep_the_false_positive_rate() -> None:
 
 
 def test_an_adaptive_design_stops_early_on_quiet_data_and_still_detects() -> None:
-    from meshlab.analysis.calibration import Design, run_design
+    from meshlab.analysis.statistics.calibration import Design, run_design
 
     rng = np.random.default_rng(8)
     design = Design("adaptive", tuple(range(10, 21, 2)), 3.0)
@@ -162,7 +159,7 @@ def test_an_adaptive_design_stops_early_on_quiet_data_and_still_detects() -> Non
 
 
 def test_a_design_the_schema_would_refuse_is_refused_here_too() -> None:
-    from meshlab.analysis.calibration import Design, run_design
+    from meshlab.analysis.statistics.calibration import Design, run_design
 
     # each look at 0.04, Holm over 3: 3 x 2/2^7 = 0.047, no decision below 8 rounds
     with pytest.raises(ValueError, match="a first look at 7 rounds can never decide"):
@@ -177,8 +174,8 @@ def test_the_adaptive_level_keeps_the_family_error_rates_whatever_the_target() -
     """Every look at spec.ADAPTIVE_ALPHA with a width-only stop rule: the worst case measured
     (independent metrics, targets near the typical width) stays under 5 % (docs/methodology.md);
     binomial sd over 2000 runs is 0.5 pp, so 6 % is 2 sd above that limit."""
-    from meshlab.analysis.calibration import Design, run_design
-    from meshlab.analysis.noise import Noise
+    from meshlab.analysis.statistics.calibration import Design, run_design
+    from meshlab.analysis.statistics.noise import Noise
 
     rng = np.random.default_rng(9)
     independent = Noise(df=math.inf, outlier_p=0.0, host_share=0.0)

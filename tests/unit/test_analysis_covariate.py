@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from meshlab.analysis import covariate, stats
-from meshlab.analysis.calibration import covariate_run
-from meshlab.analysis.noise import Noise, Storms
+from meshlab.analysis.statistics import covariate, stats
+from meshlab.analysis.statistics.calibration import covariate_run
+from meshlab.analysis.statistics.noise import Noise, Storms
 
 STORMS = Noise(storms=Storms(0.25, 0.3, 30.0))  # p50 log-ratio sd ~0.13, as in issue 19's runs
 EFFECTS = (-0.12, -0.08, -0.12)

@@ -1,5 +1,5 @@
-"""meshlab.analysis.curves on synthetic sweeps whose true curves are known: the bands cover
-them as often as their confidence says, the paired band is narrower than round noise allows an
+"""meshlab.analysis.statistics.curves on synthetic sweeps whose true curves are known: the bands
+cover them as often as their confidence says, the paired band is narrower than round noise allows an
 unpaired one to be, and the simultaneous band covers whole curves."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from meshlab.analysis import curves
-from meshlab.analysis.run import load_run
-from meshlab.analysis.synthetic import (
+from meshlab.analysis.loading.run import load_run
+from meshlab.analysis.statistics import curves
+from meshlab.synthetic import (
     SyntheticSpec,
     true_cpu_per_1000,
     true_log_ratio,
@@ -37,7 +37,6 @@ def _spec(seed: int, **kw) -> SyntheticSpec:
         "effects": {},
         "load_point_effects": LATENCY,
         "load_point_cpu_effects": CPU,
-        "write_samples": False,
     }
     return SyntheticSpec(**{**base, **kw})
 

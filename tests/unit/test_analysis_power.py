@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from meshlab.analysis import stats, verdict
-from meshlab.analysis.calibration import holm_rows, judge
-from meshlab.analysis.metrics import BY_KEY
+from meshlab.analysis.loading.metrics import BY_KEY
+from meshlab.analysis.statistics import stats, verdict
+from meshlab.analysis.statistics.calibration import holm_rows, judge
 
 MARGIN = math.log1p(0.02)
 RUNS = 4000  # binomial sd of an 80 % rate: 0.6 pp; with the MDE's own simulation error ~0.9 pp

@@ -1,4 +1,4 @@
-"""meshlab.analysis.stats: the vectorised paired-statistics core, against brute force."""
+"""meshlab.analysis.statistics.stats: the vectorised paired-statistics core, against brute force."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from meshlab.analysis import stats
+from meshlab.analysis.statistics import stats
 
 
 def _brute_hl(x: np.ndarray) -> float:

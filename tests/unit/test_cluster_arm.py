@@ -492,7 +492,7 @@ def test_ingest_writes_the_path_evidence_and_rejects_a_doctored_trial(cloud_run:
     import json
     from pathlib import Path
 
-    from meshlab.experiment import engine
+    from meshlab.experiment import cloud_steps
     from meshlab.record.rundir import RunDir
 
     run_dir, prep, lp = cloud_run()
@@ -503,7 +503,7 @@ def test_ingest_writes_the_path_evidence_and_rejects_a_doctored_trial(cloud_run:
     start = json.loads((raw / "k6-run.json").read_text())["started"] + lp.warmup_s
     for host, window in cr.windows(other, start, lp.duration_s + 3).items():
         (raw / f"{host}.node-window.json").write_text(json.dumps(window))
-    trial = engine.ingest(run_dir, 0, raw).model_dump()["trials"][0]
+    trial = cloud_steps.ingest(run_dir, 0, raw).model_dump()["trials"][0]
     assert trial["status"] == "rejected"
     assert any(
         r.startswith("arm check: hop k6->client_sidecar was carried by ") for r in trial["reasons"]
@@ -519,7 +519,7 @@ def test_ingest_rejects_a_trial_whose_exclusive_cpus_had_company(cloud_run: Any)
     import json
     from pathlib import Path
 
-    from meshlab.experiment import engine
+    from meshlab.experiment import cloud_steps
 
     run_dir, prep, _ = cloud_run()
     raw = Path(prep["raw_dir"])
@@ -529,7 +529,7 @@ def test_ingest_rejects_a_trial_whose_exclusive_cpus_had_company(cloud_run: Any)
             [900, 900, "unattended-upgr", 0x400100, ticks, 2, "0-3", "/system.slice/apt.service"]
         )
     (raw / "lt1.node-window.json").write_text(json.dumps(window))
-    trial = engine.ingest(run_dir, 0, raw).model_dump()["trials"][0]
+    trial = cloud_steps.ingest(run_dir, 0, raw).model_dump()["trials"][0]
     assert trial["status"] == "rejected"
     assert (
         "exclusive CPUs: lt1: unattended-upgr (pid 900, /system.slice/apt.service) used 0.8 CPU-s "

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from meshlab.analysis.analyse import analyse
-from meshlab.analysis.compare import compare, difference_of_effects
-from meshlab.analysis.run import load_run
-from meshlab.analysis.synthetic import SyntheticSpec, write_run
+from meshlab.analysis.loading.run import load_run
+from meshlab.analysis.report.compare import compare, difference_of_effects
+from meshlab.analysis.statistics.analyse import analyse
 from meshlab.cli import app
 from meshlab.errors import MeshlabError
+from meshlab.synthetic import SyntheticSpec, write_run
 
 
 def _run(root: Path, **kw: object) -> Path:
-    spec = SyntheticSpec(**{"rounds": 12, "write_samples": False, "flood_effect": {}, **kw})
+    spec = SyntheticSpec(**{"rounds": 12, "flood_effect": {}, **kw})
     return write_run(root, spec)
 
 
@@ -108,8 +108,8 @@ def test_bootstrap_replicates_are_kept_only_when_asked(tmp_path: Path) -> None:
 
 
 def test_a_rerun_on_another_image_digest_is_flagged(tmp_path: Path) -> None:
-    a = write_run(tmp_path / "a", SyntheticSpec(rounds=6, write_samples=False))
-    b = write_run(tmp_path / "b", SyntheticSpec(rounds=6, noise_seed=9, write_samples=False))
+    a = write_run(tmp_path / "a", SyntheticSpec(rounds=6))
+    b = write_run(tmp_path / "b", SyntheticSpec(rounds=6, noise_seed=9))
     for run_dir, digest in ((a, "sha256:" + "a" * 64), (b, "sha256:" + "b" * 64)):
         doc = json.loads((run_dir / "manifest.json").read_text())
         doc["images"] = {"merbridge": {"image": "ghcr.io/merbridge/merbridge", "tag": "0.8.1",

@@ -11,11 +11,11 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_hex
 
-from meshlab.analysis import curves
-from meshlab.analysis.curve_figures import draw_sweep, sweep_figure
-from meshlab.analysis.figures import colors
-from meshlab.analysis.run import load_run
-from meshlab.analysis.synthetic import SyntheticSpec, write_run
+from meshlab.analysis.loading.run import load_run
+from meshlab.analysis.report.curve_figures import draw_sweep, sweep_figure
+from meshlab.analysis.report.figures import colors
+from meshlab.analysis.statistics import curves
+from meshlab.synthetic import SyntheticSpec, write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 UNIT = re.compile(r"\((req/s|ms|%)\)$|^CPU-seconds per 1,000 requests$")
@@ -29,7 +29,6 @@ def _run(tmp: Path, rounds: int):
         effects={"ebpf": -0.05, "no-mesh": -0.3},
         load_points=(("200rps", 200), ("800rps", 800), ("1500rps", 1500)),
         floods=("off",),
-        write_samples=False,
     )
     return load_run(write_run(tmp, spec))
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from meshlab.cli import app
 from meshlab.errors import MeshlabError
-from meshlab.experiment import engine, provenance
+from meshlab.experiment import cloud_steps, engine, provenance
 from meshlab.record import spec
 from meshlab.record.format import PlanEntry, now_iso
 from meshlab.record.rundir import RunDir, TrialDir
@@ -117,7 +117,7 @@ def _fetch(
 
 def _prepared(tmp_path: Path, **fetch: Any) -> tuple[Path, dict[str, Any], Any]:
     run_dir = _run(tmp_path)
-    prep = engine.prepare(run_dir, 0, "http://10.96.0.20:80/get", GIB)
+    prep = cloud_steps.prepare(run_dir, 0, "http://10.96.0.20:80/get", GIB)
     lp = RunDir(run_dir).load_manifest().experiment.load_points[0]
     _fetch(Path(prep["raw_dir"]), lp, dataplane=prep["dataplane"], **fetch)
     return run_dir, prep, lp
@@ -203,7 +203,7 @@ def test_a_run_resumes_only_on_the_testbed_it_started_on(tmp_path: Path) -> None
 def test_prepare_writes_load_js_and_says_how_to_run_k6(tmp_path: Path) -> None:
     run_dir = _run(tmp_path)
     plan = RunDir(run_dir).load_manifest().plan
-    prep = engine.prepare(run_dir, 1, "http://10.96.0.20:80/get", GIB)
+    prep = cloud_steps.prepare(run_dir, 1, "http://10.96.0.20:80/get", GIB)
     assert prep["trial_id"] == f"001-{plan[1].arm}-r01"
     assert Path(prep["dir"]) == (run_dir / "trials" / prep["trial_id"]).resolve()
     script = Path(prep["load_js"]).read_text()
@@ -224,9 +224,9 @@ def test_prepare_writes_load_js_and_says_how_to_run_k6(tmp_path: Path) -> None:
 def test_prepare_rejects_a_bad_target_and_index(tmp_path: Path) -> None:
     run_dir = _run(tmp_path)
     with pytest.raises(MeshlabError, match="target URL"):
-        engine.prepare(run_dir, 0, "server:80", GIB)
+        cloud_steps.prepare(run_dir, 0, "server:80", GIB)
     with pytest.raises(MeshlabError, match="--index 99"):
-        engine.prepare(run_dir, 99, "http://server", GIB)
+        cloud_steps.prepare(run_dir, 99, "http://server", GIB)
 
 
 # ---- ingest ----------------------------------------------------------------------------------
@@ -234,7 +234,7 @@ def test_prepare_rejects_a_bad_target_and_index(tmp_path: Path) -> None:
 
 def test_ingest_writes_the_same_trial_record_as_the_local_testbed(tmp_path: Path) -> None:
     run_dir, prep, lp = _prepared(tmp_path)
-    out = engine.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()
+    out = cloud_steps.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()
     assert out["trials"][0]["status"] == "valid", out
     tdir = Path(prep["dir"])
     doc = json.loads((tdir / "trial.json").read_text())
@@ -268,7 +268,7 @@ def test_ingest_writes_the_same_trial_record_as_the_local_testbed(tmp_path: Path
 
 def test_a_steal_spike_on_a_sidecar_node_rejects_and_requeues(tmp_path: Path) -> None:
     run_dir, prep, _ = _prepared(tmp_path, spike_host="w1")
-    out = engine.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()
+    out = cloud_steps.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()
     trial = out["trials"][0]
     assert trial["status"] == "rejected"
     assert any(r.startswith("steal_max_percent 59.9") for r in trial["reasons"]), trial
@@ -279,13 +279,13 @@ def test_a_steal_spike_on_a_sidecar_node_rejects_and_requeues(tmp_path: Path) ->
 
 def test_a_steal_spike_on_a_node_without_trial_containers_does_not_count(tmp_path: Path) -> None:
     run_dir, prep, _ = _prepared(tmp_path, spike_host="cp1")
-    out = engine.ingest(run_dir, 0, Path(prep["raw_dir"]))
+    out = cloud_steps.ingest(run_dir, 0, Path(prep["raw_dir"]))
     assert out.trials[0].status == "valid"
 
 
 def test_missing_k6_files_reject_with_a_reason_not_a_crash(tmp_path: Path) -> None:
     run_dir, prep, _ = _prepared(tmp_path, k6=False)
-    out = engine.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()
+    out = cloud_steps.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()
     reasons = out["trials"][0]["reasons"]
     assert out["trials"][0]["status"] == "rejected"
     assert "k6-raw.csv.gz missing: not fetched from the load-test node" in reasons
@@ -296,7 +296,9 @@ def test_missing_k6_files_reject_with_a_reason_not_a_crash(tmp_path: Path) -> No
 
 def test_missing_run_record_and_settle_results_reject(tmp_path: Path) -> None:
     run_dir, prep, _ = _prepared(tmp_path, skip=("k6-run.json", "settle"))
-    reasons = engine.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()["trials"][0]["reasons"]
+    reasons = cloud_steps.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()["trials"][0][
+        "reasons"
+    ]
     assert any("k6-run.json missing" in r for r in reasons)
     assert any("no settle result" in r for r in reasons)
     assert any(r.startswith("k6 exited -1") for r in reasons)
@@ -309,7 +311,7 @@ def test_a_corrupt_k6_csv_and_torn_samples_reject_not_crash(tmp_path: Path) -> N
     with (raw / "w1.cgroup-cpu.jsonl").open("a") as fh:
         fh.write('{"t": 17956')  # the sampler killed mid-line
     (raw / "w1.containers.json").write_text("{broken")
-    out = engine.ingest(run_dir, 0, raw).model_dump()
+    out = cloud_steps.ingest(run_dir, 0, raw).model_dump()
     reasons = out["trials"][0]["reasons"]
     assert any("not a k6 CSV" in r for r in reasons), reasons
     assert any("container list of w1 unreadable" in r for r in reasons), reasons
@@ -323,17 +325,17 @@ def test_a_sampler_that_stopped_early_rejects(tmp_path: Path) -> None:
     raw = Path(prep["raw_dir"])
     rows = [json.loads(x) for x in (raw / "lt1.proc-stat.jsonl").read_text().splitlines()]
     tf.write_jsonl(raw / "lt1.proc-stat.jsonl", [r for r in rows if r["t"] < tf.T0 + lp.warmup_s])
-    reasons = engine.ingest(run_dir, 0, raw).model_dump()["trials"][0]["reasons"]
+    reasons = cloud_steps.ingest(run_dir, 0, raw).model_dump()["trials"][0]["reasons"]
     assert "no /proc/stat samples from lt1 covering the measured window" in reasons
 
 
 def test_ingest_refuses_to_judge_twice_or_without_prepare(tmp_path: Path) -> None:
     run_dir, prep, _ = _prepared(tmp_path)
     with pytest.raises(MeshlabError, match="run `prepare` first"):
-        engine.ingest(run_dir, 1, Path(prep["raw_dir"]))
-    engine.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()
+        cloud_steps.ingest(run_dir, 1, Path(prep["raw_dir"]))
+    cloud_steps.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()
     with pytest.raises(MeshlabError, match="already judged"):
-        engine.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()
+        cloud_steps.ingest(run_dir, 0, Path(prep["raw_dir"])).model_dump()
 
 
 def test_cli_prepare_and_ingest_print_json(tmp_path: Path) -> None:

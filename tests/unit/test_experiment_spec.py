@@ -134,7 +134,7 @@ def test_spec_hash_is_stable_and_sensitive():
 def test_the_schema_names_exactly_the_metrics_the_analysis_compares() -> None:
     from typing import get_args
 
-    from meshlab.analysis.metrics import METRICS
+    from meshlab.analysis.loading.metrics import METRICS
 
     assert set(get_args(spec.Metric)) == {m.key for m in METRICS}
 
@@ -193,10 +193,10 @@ def test_an_adaptive_design_that_could_never_decide_is_refused(
 def test_a_recorded_run_judged_under_the_old_rule_still_loads(tmp_path: Path) -> None:
     """A definition is refused when it could never decide; a run already recorded with one
     (min_rounds 7 with three primaries passed before issue 19) still reads and reports."""
-    from meshlab.analysis.synthetic import SyntheticSpec, write_run
     from meshlab.record.rundir import RunDir
+    from meshlab.synthetic import SyntheticSpec, write_run
 
-    run_dir = write_run(tmp_path, SyntheticSpec(rounds=9, write_samples=False))
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=9))
     doc = json.loads((run_dir / "manifest.json").read_text())
     doc["experiment"]["stop"] = {"half_width_percent": 1, "min_rounds": 7, "every": 1}
     (run_dir / "manifest.json").write_text(json.dumps(doc))

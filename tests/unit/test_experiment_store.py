@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from meshlab.analysis.synthetic import SyntheticSpec, write_run
 from meshlab.core import atomic, procstat
 from meshlab.errors import MeshlabError
 from meshlab.record.rundir import RunDir
+from meshlab.synthetic import SyntheticSpec, write_run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "proc"
 
@@ -34,7 +34,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
 
 
 def test_resume_bookkeeping(tmp_path):
-    run = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
+    run = write_run(tmp_path, SyntheticSpec(rounds=2))
     dirs = sorted((run / "trials").iterdir())
     (dirs[1] / "trial.json").unlink()  # interrupted while this trial ran
     assert sorted(RunDir(run).completed()) == [0, 2, 3]

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from meshlab.analysis.analyse import analyse
-from meshlab.analysis.run import load_run
-from meshlab.analysis.synthetic import SyntheticSpec, write_run
+from meshlab.analysis.loading.run import load_run
+from meshlab.analysis.statistics.analyse import analyse
 from meshlab.cli import app
 from meshlab.errors import MeshlabError
 from meshlab.export import reader, smp
@@ -24,6 +23,7 @@ from meshlab.export.write import export
 from meshlab.k6.results import read_latencies_ms
 from meshlab.record.format import CPU_FIGURES, LATENCY_KEYS, dump
 from meshlab.record.rundir import RunDir
+from meshlab.synthetic import SyntheticSpec, write_run
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from meshlab.analysis.synthetic import SyntheticSpec, write_run
 from meshlab.errors import MeshlabError
 from meshlab.k6 import results
 from meshlab.k6.results import SUMMARY_KEYS, read_latencies_ms, summarize
+from meshlab.synthetic import SyntheticSpec, write_run
 
 # Header and first row exactly as k6 1.1 writes them (K6_CSV_TIME_FORMAT=unix_micro).
 HEADER = (
@@ -79,7 +79,7 @@ def test_block_boundaries_do_not_lose_or_split_rows(tmp_path: Path, monkeypatch)
 
 
 def test_reads_the_synthetic_generators_full_k6_layout(tmp_path: Path) -> None:
-    spec = SyntheticSpec(rounds=1, samples_per_trial=2000, k6_rows="full", write_samples=False)
+    spec = SyntheticSpec(rounds=1, samples_per_trial=2000, k6_rows="full")
     run = write_run(tmp_path, spec)
     trial = sorted((run / "trials").iterdir())[0]
     lat = read_latencies_ms(trial / "k6-raw.csv.gz")

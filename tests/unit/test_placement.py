@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from meshlab.analysis.synthetic import SyntheticSpec, write_run
 from meshlab.errors import MeshlabError
 from meshlab.experiment import engine
 from meshlab.experiment.state import RunState
 from meshlab.record.rundir import RunDir
+from meshlab.synthetic import SyntheticSpec, write_run
 from meshlab.testbeds.local import commands, step
 from meshlab.testbeds.local import state as tb_state
 
@@ -54,7 +54,7 @@ def _two_placements(tmp_path: Path, keep: int) -> Path:
     """A running synthetic run over both placements with only its first `keep` trials."""
     run_dir = write_run(
         tmp_path,
-        SyntheticSpec(rounds=2, placements=("cross-node", "same-node"), write_samples=False),
+        SyntheticSpec(rounds=2, placements=("cross-node", "same-node")),
     )
     doc = json.loads((run_dir / "manifest.json").read_text())
     doc["status"] = "running"

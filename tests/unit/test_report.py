@@ -1,4 +1,4 @@
-"""meshlab.analysis.report.build: derived/ contents, partial runs and bad input."""
+"""meshlab.analysis.report.report.build: derived/ contents, partial runs and bad input."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from meshlab.analysis.report import build
-from meshlab.analysis.synthetic import SyntheticSpec, write_run
+from meshlab.analysis.report.report import build
 from meshlab.cli import app
 from meshlab.errors import MeshlabError
+from meshlab.synthetic import SyntheticSpec, write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -142,7 +142,6 @@ def test_three_arms_compare_each_with_the_baseline(tmp_path: Path) -> None:
     spec = SyntheticSpec(
         arms=("iptables", "ebpf", "ebpf-tuned"),
         rounds=6,
-        write_samples=False,
         effects={"ebpf": -0.03, "ebpf-tuned": -0.06},
     )
     run_dir = write_run(tmp_path, spec)
@@ -157,9 +156,7 @@ def test_three_arms_compare_each_with_the_baseline(tmp_path: Path) -> None:
 def test_duet_runs_do_not_compare_the_shared_node_total(tmp_path: Path) -> None:
     """Duet partners run on one node at once: their node totals are one number, not a result."""
     for design, expected in (("duet", False), ("rmit", True)):
-        run_dir = write_run(
-            tmp_path / design, SyntheticSpec(rounds=6, design=design, write_samples=False)
-        )
+        run_dir = write_run(tmp_path / design, SyntheticSpec(rounds=6, design=design))
         build(run_dir)
         doc = json.loads((run_dir / "derived" / "stats.json").read_text())
         keys = {m["metric"] for c in doc["comparisons"] for m in c["metrics"]}
@@ -168,9 +165,7 @@ def test_duet_runs_do_not_compare_the_shared_node_total(tmp_path: Path) -> None:
 
 
 def test_declared_margin_and_fallbacks_without_raw_files(tmp_path: Path) -> None:
-    run_dir = write_run(
-        tmp_path, SyntheticSpec(rounds=7, margin_percent=5.0, write_samples=False, effects={})
-    )
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=7, margin_percent=5.0, effects={}))
     html = build(run_dir).read_text()
     assert "±5 %" in html
     assert "no raw k6 output, so the medians of the trials" in html  # CDF from summaries
@@ -178,9 +173,7 @@ def test_declared_margin_and_fallbacks_without_raw_files(tmp_path: Path) -> None
 
 
 def test_partial_run_reports_what_is_complete_and_says_so(tmp_path: Path) -> None:
-    spec = SyntheticSpec(
-        rounds=8, stop_after=11, in_progress=True, status="interrupted", write_samples=False
-    )
+    spec = SyntheticSpec(rounds=8, stop_after=11, in_progress=True, status="interrupted")
     run_dir = write_run(tmp_path, spec)
     html = build(run_dir).read_text()
     assert "<b>Partial run.</b>" in html and "Run status is &#39;interrupted&#39;" in html
@@ -194,7 +187,7 @@ def test_partial_run_reports_what_is_complete_and_says_so(tmp_path: Path) -> Non
 
 
 def test_fewer_than_six_rounds_says_not_enough_rounds(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path, SyntheticSpec(rounds=4, write_samples=False))
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=4))
     html = build(run_dir).read_text()
     assert (
         "not enough rounds for p50 latency: 4 valid pairs, at least 6 needed before any CI" in html
@@ -227,14 +220,14 @@ def test_no_manifest(tmp_path: Path) -> None:
 
 
 def test_half_written_manifest(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2))
     text = (run_dir / "manifest.json").read_text()
     (run_dir / "manifest.json").write_text(text[: len(text) // 2])
     _one_line_error(run_dir, r"manifest.json: not valid JSON at line \d+ column \d+ \(half-written")
 
 
 def test_manifest_without_plan(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2))
     doc = json.loads((run_dir / "manifest.json").read_text())
     del doc["plan"]
     (run_dir / "manifest.json").write_text(json.dumps(doc))
@@ -242,7 +235,7 @@ def test_manifest_without_plan(tmp_path: Path) -> None:
 
 
 def test_unknown_schema_version(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2))
     doc = json.loads((run_dir / "manifest.json").read_text())
     doc["schema_version"] = 9
     (run_dir / "manifest.json").write_text(json.dumps(doc))
@@ -252,7 +245,7 @@ def test_unknown_schema_version(tmp_path: Path) -> None:
 
 
 def test_half_written_trial(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2))
     trial = sorted((run_dir / "trials").iterdir())[1] / "trial.json"
     trial.write_text(trial.read_text()[:100])
     msg = _one_line_error(run_dir, r"trial.json: not valid JSON")
@@ -260,7 +253,7 @@ def test_half_written_trial(tmp_path: Path) -> None:
 
 
 def test_valid_trial_without_latency_summary(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2))
     trial = sorted((run_dir / "trials").iterdir())[0] / "trial.json"
     doc = json.loads(trial.read_text())
     del doc["summary"]["latency_ms"]["p99"]
@@ -269,7 +262,7 @@ def test_valid_trial_without_latency_summary(tmp_path: Path) -> None:
 
 
 def test_run_with_nothing_finished(tmp_path: Path) -> None:
-    spec = SyntheticSpec(rounds=3, stop_after=0, status="running", write_samples=False)
+    spec = SyntheticSpec(rounds=3, stop_after=0, status="running")
     run_dir = write_run(tmp_path, spec)
     _one_line_error(run_dir, r"no finished trials yet \(status running, 6 planned\)")
 
@@ -285,7 +278,7 @@ def test_cli_prints_the_error_as_one_line_and_exits_2(tmp_path: Path) -> None:
 
 
 def test_cli_builds_and_prints_the_report_path(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path, SyntheticSpec(rounds=6, write_samples=False))
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=6))
     result = CliRunner().invoke(app, ["report", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"report: {run_dir / 'derived' / 'report.html'}"
@@ -298,7 +291,7 @@ def _edit_manifest(run_dir: Path, edit: Callable[[dict], object]) -> None:
 
 
 def test_the_primary_family_comes_from_the_experiment(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path, SyntheticSpec(rounds=6, write_samples=False))
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=6))
     _edit_manifest(run_dir, lambda d: d["experiment"]["analysis"].update(primary=["cpu_app"]))
     build(run_dir)
     doc = json.loads((run_dir / "derived" / "stats.json").read_text())
@@ -310,7 +303,7 @@ def test_the_primary_family_comes_from_the_experiment(tmp_path: Path) -> None:
 
 
 def test_a_schema_1_primary_metric_still_reads(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path, SyntheticSpec(rounds=6, write_samples=False))
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=6))
 
     def old(d: dict) -> None:
         d["experiment"]["analysis"] = {"equivalence_margin_percent": 2, "primary_metric": "cpu"}
@@ -323,7 +316,7 @@ def test_a_schema_1_primary_metric_still_reads(tmp_path: Path) -> None:
 
 
 def test_unknown_primary_metric(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2, write_samples=False))
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=2))
     _edit_manifest(run_dir, lambda d: d["experiment"]["analysis"].update(primary=["p42"]))
     _one_line_error(run_dir, r"experiment.analysis.primary\[0\]: Input should be 'latency_p50'")
 
@@ -333,9 +326,7 @@ UNFIT = "environment unfit after 10.2 min of waiting and re-runs (budget 10 min)
 
 def test_an_unfit_run_says_why_in_the_report(tmp_path: Path) -> None:
     rejects = tuple((r, "ebpf") for r in range(1, 5))
-    spec = SyntheticSpec(
-        rounds=6, reject=rejects, write_samples=False, status="environment-unfit", outcome=UNFIT
-    )
+    spec = SyntheticSpec(rounds=6, reject=rejects, status="environment-unfit", outcome=UNFIT)
     run_dir = write_run(tmp_path, spec)
     html = build(run_dir).read_text()
     expected = f"<b>Environment unfit.</b> The run ended {UNFIT}. 4 trials were rejected by the"
@@ -345,7 +336,7 @@ def test_an_unfit_run_says_why_in_the_report(tmp_path: Path) -> None:
     )
     assert json.loads((run_dir / "derived" / "stats.json").read_text())["environment_unfit"]
     # rejections alone (the budget not spent) do not make a run unfit
-    fine = write_run(tmp_path / "b", SyntheticSpec(rounds=6, reject=rejects, write_samples=False))
+    fine = write_run(tmp_path / "b", SyntheticSpec(rounds=6, reject=rejects))
     assert "Environment unfit" not in build(fine).read_text()
 
 
@@ -362,7 +353,7 @@ def test_a_run_whose_every_trial_was_rejected_still_reports(tmp_path: Path) -> N
 def test_the_holm_label_counts_the_metrics_that_entered_the_family(tmp_path: Path) -> None:
     """Issue 19: "(Holm, 3)" was printed beside a p adjusted over 2 when a primary metric had too
     few rounds for a test of its own."""
-    run_dir = write_run(tmp_path, SyntheticSpec(seed=4, rounds=8, write_samples=False))
+    run_dir = write_run(tmp_path, SyntheticSpec(seed=4, rounds=8))
     primary = ["latency_p50", "cpu_node_total", "server_sidecar_p50"]
     _edit_manifest(run_dir, lambda d: d["experiment"]["analysis"].update(primary=primary))
     for tdir in (run_dir / "trials").iterdir():

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import trial_fixtures as tf
 
-from meshlab.analysis.samples import read_proc_stat
+from meshlab.analysis.loading.samples import read_proc_stat
 
 
 def _write(path: Path, rows: list[dict]) -> Path:

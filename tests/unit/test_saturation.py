@@ -1,5 +1,5 @@
-"""The saturation search (meshlab/experiment/saturation.py) against a synthetic testbed model
-whose limit is known: found within one step of the search's resolution, arms interleaved step
+"""The saturation search (meshlab/analysis/statistics/saturation.py) against a synthetic testbed
+model whose limit is known: found within one step of the search's resolution, arms interleaved step
 by step, resumable from the recorded trials."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from meshlab.analysis.synthetic import SyntheticSpec, write_run
-from meshlab.experiment.saturation import (
+from meshlab.analysis.statistics.saturation import (
     Limits,
     Outcome,
     SaturationSearch,
@@ -20,6 +19,7 @@ from meshlab.experiment.saturation import (
 )
 from meshlab.record.rundir import RunDir
 from meshlab.record.spec import Gates
+from meshlab.synthetic import SyntheticSpec, write_run
 
 LIMITS = Limits(p99_ms=5.0)
 

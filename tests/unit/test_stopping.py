@@ -7,10 +7,10 @@ import json
 import shutil
 from pathlib import Path
 
-from meshlab.analysis.synthetic import SyntheticSpec, write_run
 from meshlab.experiment import engine
 from meshlab.experiment.state import RunState
 from meshlab.record.rundir import RunDir
+from meshlab.synthetic import SyntheticSpec, write_run
 
 
 def _next(run_dir: Path) -> dict:
@@ -20,9 +20,7 @@ def _next(run_dir: Path) -> dict:
 def _adaptive(tmp_path: Path, half_width: float, keep_rounds: int) -> Path:
     """A 12-round synthetic run turned adaptive (looks at 8, 10, 12), with only its first
     `keep_rounds` rounds recorded, still running."""
-    run_dir = write_run(
-        tmp_path, SyntheticSpec(rounds=12, write_samples=False, trial_sd=0.002, round_sd=0.01)
-    )
+    run_dir = write_run(tmp_path, SyntheticSpec(rounds=12, trial_sd=0.002, round_sd=0.01))
     doc = json.loads((run_dir / "manifest.json").read_text())
     doc["experiment"]["stop"] = {"half_width_percent": half_width, "min_rounds": 8, "every": 2}
     doc["status"] = "running"
@@ -65,9 +63,10 @@ def test_between_looks_nothing_stops_and_a_resume_keeps_the_state(tmp_path: Path
 def test_an_adaptive_run_names_every_interval_with_its_real_level(tmp_path: Path) -> None:
     """Issue 19: adaptive runs printed "95 % CI" beside a (1 - 0.05/looks) interval. Every look
     of an adaptive run is judged at spec.ADAPTIVE_ALPHA, and every line names that level."""
-    from meshlab.analysis.analyse import PRIMARY, analyse
-    from meshlab.analysis.report import build
-    from meshlab.analysis.run import load_run
+    from meshlab.analysis.loading.run import load_run
+    from meshlab.analysis.report.report import build
+    from meshlab.analysis.statistics.analyse import analyse
+    from meshlab.analysis.statistics.results import PRIMARY
 
     run_dir = _adaptive(tmp_path, half_width=20.0, keep_rounds=8)
     _next(run_dir)

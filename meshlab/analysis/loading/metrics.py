@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshlab.analysis.run import Trial
+from meshlab.analysis.loading.run import Trial
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from meshlab.record.format import TrialRecord
-from meshlab.record.spec import Gates
+from meshlab.record.format import PlanEntry, TrialRecord
+from meshlab.record.spec import SATURATION_PREFIX, Experiment, Gates
 
 Status = Literal["searching", "found", "above-max", "below-min", "undecided"]
 # Gates that say the arm could not carry the load; any other failed gate says the trial is not
@@ -302,3 +302,37 @@ class SaturationSearch:
             100 * (a.lo / b.hi - 1),
             100 * (a.hi / b.lo - 1),
         )
+
+
+# ---- the search as a run records it ---------------------------------------------------------
+
+
+def is_saturation(load_point: str) -> bool:
+    return load_point.startswith(SATURATION_PREFIX)
+
+
+def config(exp: Experiment) -> SearchConfig:
+    sat = exp.saturation
+    assert sat is not None
+    return SearchConfig(
+        limits=Limits.from_gates(exp.gates, sat.p99_ms),
+        start_rate=sat.start_rate,
+        max_rate=sat.max_rate,
+        min_rate=sat.min_rate,
+        resolution=sat.resolution,
+        growth=sat.growth,
+        max_retries=sat.max_retries,
+        seed=exp.seed,
+    )
+
+
+def replay(
+    exp: Experiment, plan: list[PlanEntry], done: dict[int, TrialRecord]
+) -> SaturationSearch:
+    """The search after the saturation trials recorded so far, in the order they ran."""
+    history = [
+        (e.arm, done[e.index].load_point.rate, Outcome.from_trial(done[e.index]))
+        for e in plan
+        if is_saturation(e.load_point) and e.index in done
+    ]
+    return SaturationSearch.replay(list(exp.arms), config(exp), history)

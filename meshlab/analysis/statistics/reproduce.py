@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from meshlab.analysis.analyse import PRIMARY, analyse
-from meshlab.analysis.fmt import pct
-from meshlab.analysis.run import Run, load_run
+from meshlab.analysis.loading.run import Run, load_run
+from meshlab.analysis.statistics.analyse import analyse
+from meshlab.analysis.statistics.fmt import pct
+from meshlab.analysis.statistics.results import PRIMARY
 from meshlab.errors import MeshlabError
 from meshlab.record.rundir import RunDir
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from meshlab.analysis import stats
+from meshlab.analysis.statistics import stats
 
 MIN_ROUNDS = 4  # a leave-one-out slope needs 3 other rounds
 

@@ -7,9 +7,13 @@ dropped from that pair set and counted, with the reason.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from meshlab.analysis.run import Cell, Run, Trial, cell_title
+import numpy as np
+
+from meshlab.analysis.loading.metrics import Metric
+from meshlab.analysis.loading.run import Cell, Run, Trial, cell_title
 
 
 @dataclass
@@ -94,3 +98,15 @@ def _why(by_round: dict, arms: tuple[str, str], cell: Cell, r: int) -> str:
             continue
         parts.append(f"{arm} rejected" if trials else f"{arm} not recorded")
     return ", ".join(parts)
+
+
+def log_ratios(ps: PairSet, metric: Metric) -> np.ndarray:
+    """d_r = ln(B_r / A_r) per paired round; NaN where either value is missing or not > 0."""
+    a = np.array([positive(metric.value(t)) for t in ps.a], dtype=np.float64)
+    b = np.array([positive(metric.value(t)) for t in ps.b], dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.log(b / a)
+
+
+def positive(x: float | None) -> float:
+    return x if x is not None and x > 0 else math.nan

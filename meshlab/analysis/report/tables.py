@@ -6,9 +6,10 @@ import csv
 import io
 import math
 
-from meshlab.analysis.analyse import Analysis, log_ratios
-from meshlab.analysis.metrics import METRICS
-from meshlab.analysis.run import CPU_COMPONENTS, Run, Trial
+from meshlab.analysis.loading.metrics import METRICS
+from meshlab.analysis.loading.pairing import log_ratios
+from meshlab.analysis.loading.run import CPU_COMPONENTS, Run, Trial
+from meshlab.analysis.statistics.results import Analysis
 
 _LATENCY = ("p50", "p90", "p99", "p999", "mean")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 
-from meshlab.analysis.fmt import DASH, pct
-from meshlab.analysis.metrics import Metric
+from meshlab.analysis.loading.metrics import Metric
+from meshlab.analysis.statistics.fmt import DASH, pct
 
 MAX_ROUNDS_ADVICE = 10_000  # beyond this, "more rounds" is not useful advice
 

@@ -28,11 +28,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from meshlab.analysis import stats
-from meshlab.analysis.analyse import log_ratios
-from meshlab.analysis.metrics import BY_KEY, Metric
-from meshlab.analysis.pairing import PairSet, build_pairs
-from meshlab.analysis.run import Run, Trial
+from meshlab.analysis.loading.metrics import BY_KEY, Metric
+from meshlab.analysis.loading.pairing import PairSet, build_pairs, log_ratios
+from meshlab.analysis.loading.run import Run, Trial
+from meshlab.analysis.statistics import stats
 
 NO_MESH = "no-mesh"
 Band = Literal["pointwise", "simultaneous"]

@@ -8,7 +8,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from meshlab.analysis.run import Cell, Run
+from meshlab.analysis.loading.run import Cell, Run
 from meshlab.record.format import HOPS
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from meshlab.analysis import stats
-from meshlab.analysis.run import Run, cell_title
+from meshlab.analysis.loading.run import Run, cell_title
+from meshlab.analysis.statistics import stats
 
 # thesis arm names -> how the report names them (the dataplane each corresponds to here)
 _THESIS_ARMS = {"calico_iptables": "Calico (iptables)", "merbridge": "Merbridge (eBPF)"}
@@ -43,7 +43,9 @@ class SpreadRow:
 
 
 def facts() -> dict[str, Any]:
-    text = resources.files("meshlab.analysis").joinpath("thesis_facts.yml").read_text("utf-8")
+    text = (
+        resources.files("meshlab.analysis.report").joinpath("thesis_facts.yml").read_text("utf-8")
+    )
     return yaml.safe_load(text)
 
 

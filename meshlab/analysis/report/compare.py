@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from meshlab.analysis import fmt, stats
-from meshlab.analysis.analyse import PRIMARY, Analysis, MetricResult, analyse
-from meshlab.analysis.fmt import pct
-from meshlab.analysis.run import Run, load_run
+from meshlab.analysis.loading.run import Run, load_run
+from meshlab.analysis.statistics import fmt, stats
+from meshlab.analysis.statistics.analyse import analyse
+from meshlab.analysis.statistics.fmt import pct
+from meshlab.analysis.statistics.results import PRIMARY, Analysis, MetricResult
 from meshlab.errors import MeshlabError
 
 AGREE_PP = 2.0  # the difference's whole CI within ± this many percentage points

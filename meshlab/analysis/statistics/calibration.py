@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from meshlab.analysis import stats
-from meshlab.analysis.noise import QUIET, TODAY, Noise, Timing, draw
+from meshlab.analysis.statistics import stats
+from meshlab.analysis.statistics.noise import QUIET, TODAY, Noise, Timing, draw
 from meshlab.record.spec import look_alpha
 
 
@@ -210,7 +210,7 @@ def covariate_run(
 ) -> CovariateRow:
     """One fixed design judged raw, adjusted as covariate.adjust does, and adjusted the two
     ways it does not (for the record), on the same simulated runs."""
-    from meshlab.analysis.covariate import adjust_many
+    from meshlab.analysis.statistics.covariate import adjust_many
 
     design = Design(f"fixed {rounds}", (rounds,))
     dr = draw(rng, simulations, rounds, effects, noise, design.timing)

@@ -26,8 +26,8 @@ from functools import cache
 import numpy as np
 from scipy import stats as sps
 
-from meshlab.analysis import power as _power
-from meshlab.analysis.signed_rank import critical_value, signed_rank_cdf, signed_rank_p
+from meshlab.analysis.statistics import power as _power
+from meshlab.analysis.statistics.signed_rank import critical_value, signed_rank_cdf, signed_rank_p
 
 MIN_ROUNDS = 6  # below this no 95 % signed-rank test or interval exists (2/2^5 > 0.05)
 ALPHA = 0.05

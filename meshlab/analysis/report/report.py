@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from meshlab.analysis import figures as figs
-from meshlab.analysis import page, reproduce, tables, thesis
-from meshlab.analysis.analyse import Analysis, analyse
-from meshlab.analysis.curve_figures import sweep_figure
-from meshlab.analysis.curves import sweeps
-from meshlab.analysis.latencies import pool_latencies
-from meshlab.analysis.run import Run, load_run
-from meshlab.analysis.samples import read_proc_stat
+from meshlab.analysis.loading.latencies import pool_latencies
+from meshlab.analysis.loading.run import Run, load_run
+from meshlab.analysis.loading.samples import read_proc_stat
+from meshlab.analysis.report import figures as figs
+from meshlab.analysis.report import page, tables, thesis, verdict_figures
+from meshlab.analysis.report.curve_figures import sweep_figure
+from meshlab.analysis.statistics import reproduce
+from meshlab.analysis.statistics.analyse import analyse
+from meshlab.analysis.statistics.curves import sweeps
+from meshlab.analysis.statistics.results import Analysis
 from meshlab.core import atomic
 from meshlab.errors import MeshlabError
 
@@ -58,16 +60,16 @@ def render_figures(
     # Figures per (load point, flood) cell need at least one valid trial in it.
     has_cells = bool(figs.cells(run))
     out = [figs.latency_boxes(run), figs.cpu(run)] if has_cells else []
-    out.append(figs.forest(analysis))
-    effects = figs.effects(analysis)  # several placements or flood sizes
+    out.append(verdict_figures.forest(analysis))
+    effects = verdict_figures.effects(analysis)  # several placements or flood sizes
     if effects is not None:
         out.append(effects)
-    out.append(figs.timeline(run, _timelines(run)))
+    out.append(verdict_figures.timeline(run, _timelines(run)))
     # across load: CPU per 1,000 requests and latency against the rate, with bands (issue 23)
     out += [sweep_figure(run, s) for s in sweeps(run)]
     if has_cells:
         out.append(figs.cdf(run, pools))
-    sweep = figs.flood_sweep(run)
+    sweep = verdict_figures.flood_sweep(run)
     if sweep is not None:
         out.append(sweep)
     out.append(figs.thesis_spread(run, thesis_rows))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from meshlab.analysis.run import Run
+from meshlab.analysis.loading.run import Run
 from meshlab.errors import MeshlabError
 from meshlab.k6.results import read_latencies_ms
 from meshlab.record.rundir import TrialDir

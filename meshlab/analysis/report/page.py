@@ -13,15 +13,13 @@ from typing import Any
 
 import jinja2
 
-from meshlab.analysis import fmt, stats, timing
-from meshlab.analysis.analyse import PRIMARY, Analysis, Comparison, MetricResult
-from meshlab.analysis.figures import Figure_, cells
-from meshlab.analysis.fmt import pct
-from meshlab.analysis.metrics import BY_KEY
-from meshlab.analysis.path_table import path_rows
-from meshlab.analysis.reproduce import Sibling
-from meshlab.analysis.run import Trial, cell_title
-from meshlab.analysis.thesis import SpreadRow
+from meshlab.analysis.loading.run import Trial, cell_title
+from meshlab.analysis.report import sections
+from meshlab.analysis.report.figures import Figure_, cells
+from meshlab.analysis.report.thesis import SpreadRow
+from meshlab.analysis.statistics import fmt, stats
+from meshlab.analysis.statistics.reproduce import Sibling
+from meshlab.analysis.statistics.results import PRIMARY, Analysis, Comparison, MetricResult
 from meshlab.record.format import COMPONENTS, HOUSEKEEPING
 
 SCOPE = (
@@ -40,7 +38,7 @@ class Notice:
 
 
 def _env() -> jinja2.Environment:
-    loader = jinja2.PackageLoader("meshlab.analysis", "templates")
+    loader = jinja2.PackageLoader("meshlab.analysis.report", "templates")
     env = jinja2.Environment(
         loader=loader,
         autoescape=jinja2.select_autoescape(["html.j2"]),
@@ -56,7 +54,7 @@ def _env() -> jinja2.Environment:
 
 
 def render_html(ctx: dict[str, Any]) -> str:
-    css = resources.files("meshlab.analysis").joinpath("templates/report.css").read_text()
+    css = resources.files("meshlab.analysis.report").joinpath("templates/report.css").read_text()
     return _env().get_template("report.html.j2").render(css=css, **ctx)
 
 
@@ -82,11 +80,11 @@ def context(
         "scope": SCOPE,
         "sequential": len(a.looks) > 1,
         "comparisons": [_comparison(c) for c in a.comparisons],
-        "host_speed": [_host_speed(c) for c in a.comparisons if c.host is not None],
-        "timing": _timing(a),
-        "paths": _paths(a),
-        "floor": _floor(a),
-        "saturation": _saturation(a),
+        "host_speed": [sections.host_speed(c) for c in a.comparisons if c.host is not None],
+        "timing": sections.timing(a),
+        "paths": sections.paths(a),
+        "floor": sections.floor(a),
+        "saturation": sections.saturation(a),
         "tails": _tails(a),
         "cpu_rows": _cpu_rows(a),
         "stopping": _stopping(a),
@@ -180,152 +178,6 @@ def _comparison(c: Comparison) -> dict[str, Any]:
         "outlier_z": c.outlier_z,
         "robust": c.robust,
         "without": [r.text for r in c.without_outliers],
-    }
-
-
-def _host_speed(c: Comparison) -> dict[str, Any]:
-    """One comparison's primaries raw and host-speed adjusted (analysis/host_speed.py)."""
-    h = c.host
-    assert h is not None
-
-    def cell(j: Any) -> str:
-        change = f"{pct(j.estimate):+.1f} %"
-        if j.ci is None:
-            return f"{change} ({j.verdict})"
-        return (
-            f"{change} [{pct(j.ci[0]):+.1f}, {pct(j.ci[1]):+.1f}] "
-            f"±{j.half_width_percent:.1f} pp, {j.verdict}"
-        )
-
-    return {
-        "title": c.pairs.title,
-        "n": h.n,
-        "rows": [
-            {
-                "metric": BY_KEY[row.label].phrase,
-                "raw": cell(row.raw),
-                "adjusted": cell(row.adjusted),
-                "beta": row.beta,
-                "r": row.r,
-                "r_k6": h.k6_r.get(row.label),
-            }
-            for row in h.rows
-        ],
-        "probe_shift": pct(h.probe.covariate_shift),
-        "probe_p": h.probe.covariate_p,
-        "k6_shift": None if h.k6_shift is None else pct(h.k6_shift),
-        "k6_p": h.k6_p,
-    }
-
-
-def _paths(a: Analysis) -> list[dict[str, Any]]:
-    """The path table: per block, arm and hop, what carried it (analysis/path_table.py)."""
-    out = []
-    for row in path_rows(a.run):
-        out.append(
-            {
-                "where": cell_title(row.cell),
-                "arm": row.arm,
-                "hop": row.hop,
-                "expected": row.expected,
-                "found": ", ".join(f"{c} {fmt.TIMES}{n}" for c, n in sorted(row.carriers.items())),
-                "ok": row.as_expected,
-                "trials": row.trials,
-                "connections": row.connections_per_1000,
-                "messages": row.messages_per_request,
-            }
-        )
-    return out
-
-
-def _floor(a: Analysis) -> dict[str, Any] | None:
-    """Each mesh arm over no-mesh, and what each eBPF arm recovers (analysis/floor.py)."""
-    if not a.floor_costs:
-        return None
-
-    def ci(v: tuple[float, float] | None, scale: Any) -> str:
-        return "—" if v is None else f"[{scale(v[0]):+.1f}, {scale(v[1]):+.1f}]"
-
-    return {
-        "costs": [
-            {
-                "where": cell_title(c.cell),
-                "arm": c.arm,
-                "metric": c.metric.phrase,
-                "n": c.n,
-                "cost": f"{pct(c.estimate):+.1f} %" if c.n else "—",
-                "ci": ci(c.ci, pct),
-            }
-            for c in a.floor_costs
-        ],
-        "recovered": [
-            {
-                "where": cell_title(r.cell),
-                "arm": r.arm,
-                "via": r.via,
-                "metric": r.metric.phrase,
-                "n": r.n,
-                "share": "—" if r.n == 0 else f"{100 * r.share:.0f} %",
-                "ci": ci(r.ci, lambda v: 100 * v).replace("[+", "[").replace(", +", ", "),
-            }
-            for r in a.recovered
-        ],
-    }
-
-
-def _saturation(a: Analysis) -> dict[str, Any] | None:
-    """Each arm's saturation point, the rates it tried and why each failed, and what the eBPF
-    arms carry more than the baseline at the same limits (experiment/saturation.py)."""
-    exp = a.run.manifest.experiment
-    if exp.saturation is None:
-        return None
-    from meshlab.experiment import saturation_plan
-
-    done = {t.plan_index: t.record for t in a.run.trials}
-    search = saturation_plan.replay(exp, a.run.plan, done)
-    results = search.result()
-    base = a.run.baseline
-    gains = []
-    for arm in a.run.arms:
-        g = search.gain(arm, base) if arm != base else None
-        if g is not None:
-            gains.append({"arm": arm, "estimate": g[0], "low": g[1], "high": g[2]})
-    return {
-        "p99_ms": exp.saturation.p99_ms,
-        "arms": [r.to_dict() for r in results.values()],
-        "gains": gains,
-        "baseline": base,
-        "done": search.done,
-    }
-
-
-def _timing(a: Analysis) -> dict[str, Any] | None:
-    """Where the trial loop's wall time went (analysis/timing.py), from the trials' records."""
-    records = [t.record for t in a.run.trials if t.record is not None]
-    if not records or all(r.timeline is None for r in records):
-        return None
-    wall, share = timing.measuring_share(a.run.manifest, records)
-    found = timing.gaps(records, timing.segment_starts(a.run.manifest))
-
-    def median(values: list[float]) -> float | None:
-        return statistics.median(values) if values else None
-
-    return {
-        "wall_min": wall / 60,
-        "share": share,
-        "gaps": len(found),
-        "gap": median([g.seconds for g in found]),
-        "parts": [
-            (name, median([getattr(g, key) for g in found]))
-            for name, key in (
-                ("judging and recording the previous trial", "judge_s"),
-                ("quiet-host check (and any wait)", "quiet_wait_s"),
-                ("arm switch", "arm_s"),
-                ("rule check at a block's start", "settle_s"),
-                ("host-speed probe, before and after", "probe_s"),
-                ("k6 start-up and warm-up", "launch_s"),
-            )
-        ],
     }
 
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from meshlab.analysis import covariate, stats
-from meshlab.analysis.metrics import BY_KEY
-from meshlab.analysis.pairing import PairSet
+from meshlab.analysis.loading.metrics import BY_KEY
+from meshlab.analysis.loading.pairing import PairSet, log_ratios
+from meshlab.analysis.statistics import covariate, stats
 
 MIN_DECIDING_ROUNDS = 12
 
@@ -95,8 +95,6 @@ def host_speed(
     ps: PairSet, primary: list[str], margin_percent: float, alpha: float
 ) -> HostSpeed | None:
     """The side-by-side of one comparison, or None when too few rounds carry a probe."""
-    from meshlab.analysis.analyse import log_ratios
-
     metrics = [BY_KEY[k] for k in primary if k in BY_KEY]
     if not metrics or ps.n < covariate.MIN_ROUNDS:
         return None

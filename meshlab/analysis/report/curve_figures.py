@@ -1,5 +1,6 @@
 """The sweep figure: CPU per 1,000 requests and latency against the rate, per arm with its
-band, and the paired changes between arms as curves with theirs (meshlab.analysis.curves).
+band, and the paired changes between arms as curves with theirs
+(meshlab.analysis.statistics.curves).
 
 Arms are coloured and named as in every other report figure (figures.colors). A point whose
 interval cannot be computed yet (too few rounds at the band's level) is drawn hollow, without
@@ -15,9 +16,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from meshlab.analysis.curves import ChangeCurve, LevelCurve, Sweep
-from meshlab.analysis.figures import DPI, WIDTH, Figure_, colors
-from meshlab.analysis.run import Run
+from meshlab.analysis.loading.run import Run
+from meshlab.analysis.report.figures import DPI, WIDTH, Figure_, colors
+from meshlab.analysis.statistics.curves import ChangeCurve, LevelCurve, Sweep
 
 CPU_PANELS = (
     ("cpu_node_total", "node total"),

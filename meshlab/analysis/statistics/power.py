@@ -26,7 +26,7 @@ from functools import cache
 import numpy as np
 from scipy import stats as sps
 
-from meshlab.analysis.signed_rank import critical_value
+from meshlab.analysis.statistics.signed_rank import critical_value
 
 SIMULATIONS = 4000  # noise samples per round count: ±0.7 pp on a power of 80 %
 SIM_MAX_ROUNDS = 60

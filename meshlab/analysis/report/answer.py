@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshlab.analysis.analyse import Analysis, MetricResult
-from meshlab.analysis.fmt import pct
+from meshlab.analysis.statistics.fmt import pct
+from meshlab.analysis.statistics.results import Analysis, MetricResult
 
 DECIDED, INCONCLUSIVE, UNFIT = "decided", "inconclusive", "environment-unfit"
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from meshlab.analysis import stats
-from meshlab.analysis.metrics import BY_KEY, Metric
-from meshlab.analysis.run import Cell, Run, Trial
+from meshlab.analysis.loading.metrics import BY_KEY, Metric
+from meshlab.analysis.loading.run import Cell, Run, Trial
+from meshlab.analysis.statistics import stats
 from meshlab.core.arms import NO_MESH, needs_ebpf
 
 FLOOR_METRICS = ("latency_p50", "cpu_node_total")  # sidecar CPU over no-mesh: idle sidecars
