@@ -306,8 +306,8 @@ def record(rs: RunState, group: list[TrialSlot], results: list[TrialRecord]) -> 
     )
 
 
-def so_far(rs: RunState, cell: tuple[str, str, str] | None = None) -> list[str]:
-    """The primary estimates so far of the comparison in `cell` (load point, flood,
+def so_far(rs: RunState, block: tuple[str, str, str] | None = None) -> list[str]:
+    """The primary estimates so far of the comparison in `block` (load point, flood,
     placement: the block a step just ran; default the first), for progress lines:
     'p50 latency -7.2 % (95 % CI -9.0 to -5.1 %, n=8)' (an adaptive run's: 96 % CI)."""
     from meshlab.analysis.statistics.analyse import analyse
@@ -318,7 +318,7 @@ def so_far(rs: RunState, cell: tuple[str, str, str] | None = None) -> list[str]:
         comparisons = analyse(rs.analysis_run(), resamples=0).comparisons
     except MeshlabError:
         return []
-    chosen = next((c for c in comparisons if c.pairs.cell == cell), None) if cell else None
+    chosen = next((c for c in comparisons if c.pairs.block == block), None) if block else None
     chosen = chosen or (comparisons[0] if comparisons else None)
     if chosen is None or chosen.pairs.n == 0:
         return []

@@ -11,7 +11,7 @@ import io
 import math
 from typing import Any
 
-from meshlab.analysis.loading.run import Cell, Run, Trial
+from meshlab.analysis.loading.run import Block, Run, Trial
 from meshlab.analysis.statistics.results import Analysis
 from meshlab.record.format import CPU_FIGURES, LATENCY_KEYS, iso_of
 
@@ -29,8 +29,8 @@ _HEADER = [
 ]  # fmt: skip
 
 
-def block_file(cell: Cell) -> str:
-    return ".".join(cell) + ".csv"
+def block_file(block: Block) -> str:
+    return ".".join(block) + ".csv"
 
 
 def _cell(v: Any) -> Any:
@@ -75,11 +75,11 @@ def block_csvs(run: Run, analysis: Analysis) -> dict[str, str]:
         t.trial_id for c in analysis.comparisons for t in (*c.pairs.a, *c.pairs.b)
     }  # a trial that entered any paired comparison
     out = {}
-    for cell in run.cells():
-        trials = [t for t in run.trials if t.cell == cell]
+    for block in run.blocks():
+        trials = [t for t in run.trials if t.block == block]
         if trials:
             rows = [_HEADER] + [_row(t, t.trial_id in paired) for t in trials]
-            out[block_file(cell)] = _render(rows)
+            out[block_file(block)] = _render(rows)
     return out
 
 

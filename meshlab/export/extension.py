@@ -84,11 +84,11 @@ def extension(
     latencies pooled from the raw k6 files of `raw_trials` (None: none kept); `method`: how the
     statistics were computed (stats.json's `method`)."""
     exp = run.manifest.experiment
-    lp = next(x for x in exp.load_points if x.name == ab.cell[0])
+    lp = next(x for x in exp.load_points if x.name == ab.block[0])
     comparisons = [
         c
         for c in analysis.comparisons
-        if c.pairs.cell == ab.cell and ab.arm in (c.pairs.arm, c.pairs.baseline)
+        if c.pairs.block == ab.block and ab.arm in (c.pairs.arm, c.pairs.baseline)
     ]
     paired = {
         t.trial_id
@@ -131,8 +131,8 @@ def extension(
         "block": {
             "key": ab.block_key,
             "load_point": lp.model_dump(mode="json"),
-            "flood": ab.cell[1],
-            "placement": ab.cell[2],
+            "flood": ab.block[1],
+            "placement": ab.block[2],
         },
         "aggregation": smp.AGGREGATION,
         "rounds_valid": [t.round for t in ab.valid],

@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from meshlab.analysis.loading.run import Cell, Run, Trial
+from meshlab.analysis.loading.run import Block, Run, Trial
 from meshlab.export.schema import Schema
 from meshlab.record.format import LATENCY_KEYS, TrialRecord, iso_of
 
@@ -52,7 +52,7 @@ class ArmBlock:
     """Every trial one arm ran in one block (valid and rejected)."""
 
     arm: str
-    cell: Cell
+    block: Block
     trials: tuple[Trial, ...]
     records: tuple[TrialRecord, ...]  # the trials' trial.json, same order
 
@@ -63,22 +63,22 @@ class ArmBlock:
     @property
     def name(self) -> str:
         """The result's directory name: <load point>.<flood>.<placement>.<arm>."""
-        return ".".join((*self.cell, self.arm))
+        return ".".join((*self.block, self.arm))
 
     @property
     def block_key(self) -> str:
-        return "/".join(self.cell)  # as the manifest's `stopping` names a block
+        return "/".join(self.block)  # as the manifest's `stopping` names a block
 
 
 def arm_blocks(run: Run) -> list[ArmBlock]:
     """Per block (plan order) and arm (experiment order), the arms that ran in it."""
     out = []
-    for cell in run.cells():
+    for block in run.blocks():
         for arm in run.arms:
-            trials = tuple(t for t in run.trials if t.arm == arm and t.cell == cell)
+            trials = tuple(t for t in run.trials if t.arm == arm and t.block == block)
             if trials:
                 records = tuple(t.dir.read_record() for t in trials)
-                out.append(ArmBlock(arm, cell, trials, records))
+                out.append(ArmBlock(arm, block, trials, records))
     return out
 
 
@@ -189,7 +189,7 @@ def documents(schema: Schema, run: Run, ab: ArmBlock) -> dict[str, dict[str, Any
     valid = ab.valid
     m = run.manifest
     exp = m.experiment
-    lp = next(x for x in exp.load_points if x.name == ab.cell[0])
+    lp = next(x for x in exp.load_points if x.name == ab.block[0])
     ident = ids(run, ab)
     versions = m.versions
     cloud = m.testbed == "cloud"
@@ -199,8 +199,8 @@ def documents(schema: Schema, run: Run, ab: ArmBlock) -> dict[str, dict[str, Any
         "meshlab.arm": ab.arm,
         "meshlab.dataplane": exp.arms[ab.arm].dataplane,
         "meshlab.load_point": lp.name,
-        "meshlab.flood": ab.cell[1],
-        "meshlab.placement": ab.cell[2],
+        "meshlab.flood": ab.block[1],
+        "meshlab.placement": ab.block[2],
         "meshlab.rounds_valid": str(len(valid)),
         "meshlab.aggregation": "over rounds: see meshlab.json",
     }

@@ -124,7 +124,7 @@ def _write_smp(run: Run, dest: Path) -> dict[str, Any]:
             # export of the same run must be byte-identical
             atomic.write_text(rdir / name, json.dumps(valid, indent=2, sort_keys=True) + "\n")
         raw = [t.trial_id for t in ab.valid if t.dir.file(RAW).is_file()]
-        ext = extension(sch, run, analysis, ab, pools.get((ab.arm, ab.cell)), raw, method)
+        ext = extension(sch, run, analysis, ab, pools.get((ab.arm, ab.block)), raw, method)
         atomic.write_json(rdir / smp.EXTENSION_FILE, ext)
         results.append(
             {

@@ -76,8 +76,8 @@ def test_every_trial_record_survives_the_round_trip(
     run = load_run(run_dir)
     seen = []
     for r in exported:
-        arm, cell = r.extension["arm"]["name"], tuple(r.name.split(".")[:3])
-        expected = [t for t in run.trials if t.arm == arm and t.cell == cell]
+        arm, block = r.extension["arm"]["name"], tuple(r.name.split(".")[:3])
+        expected = [t for t in run.trials if t.arm == arm and t.block == block]
         assert [x.trial_id for x in r.records] == [t.trial_id for t in expected]
         for rec, t in zip(r.records, expected, strict=True):
             assert dump(rec) == dump(t.dir.read_record()), t.trial_id
@@ -90,8 +90,8 @@ def test_smp_fields_are_the_documented_aggregates_of_the_rounds(
 ) -> None:
     run = load_run(run_dir)
     for r in exported:
-        arm, cell = r.extension["arm"]["name"], tuple(r.name.split(".")[:3])
-        valid = [t for t in run.valid_trials() if t.arm == arm and t.cell == cell]
+        arm, block = r.extension["arm"]["name"], tuple(r.name.split(".")[:3])
+        valid = [t for t in run.valid_trials() if t.arm == arm and t.block == block]
         lat = r.result.latencies_ms
         assert lat.p50 == statistics.median(t.latency["p50"] for t in valid)
         assert lat.p90 == statistics.median(t.latency["p90"] for t in valid)
@@ -212,9 +212,9 @@ def test_csv_has_one_file_per_block_with_every_trial_exactly(run_dir: Path) -> N
         "1000rps.off.same-node.csv",
         "comparisons.csv",
     ]
-    for cell in run.cells():
-        rows = list(csv.DictReader((out / (".".join(cell) + ".csv")).open()))
-        trials = [t for t in run.trials if t.cell == cell]
+    for block in run.blocks():
+        rows = list(csv.DictReader((out / (".".join(block) + ".csv")).open()))
+        trials = [t for t in run.trials if t.block == block]
         assert [r["trial_id"] for r in rows] == [t.trial_id for t in trials]
         for row, t in zip(rows, trials, strict=True):
             for q in LATENCY_KEYS:

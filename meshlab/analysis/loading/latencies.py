@@ -30,7 +30,7 @@ def _read(path: Path) -> np.ndarray | str:
 
 
 def pool_latencies(run: Run, workers: int | None = None) -> tuple[dict, list[str]]:
-    """({(arm, cell): latencies}, notes). Cells where no trial has raw output are absent."""
+    """({(arm, block): latencies}, notes). Cells where no trial has raw output are absent."""
     trials = [t for t in run.valid_trials() if t.dir.file(RAW).is_file()]
     paths = [t.dir.file(RAW) for t in trials]
     workers = workers or min(4, os.cpu_count() or 1)
@@ -45,7 +45,7 @@ def pool_latencies(run: Run, workers: int | None = None) -> tuple[dict, list[str
         if isinstance(arr, str):
             notes.append(f"raw k6 output unreadable, figures use its summary instead: {arr}")
             continue
-        parts.setdefault((t.arm, t.cell), []).append(arr)
+        parts.setdefault((t.arm, t.block), []).append(arr)
     missing = len(run.valid_trials()) - len(trials)
     if missing and trials:
         notes.append(f"{missing} valid trial(s) have no {RAW}; the CDF pools the others.")

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from meshlab.analysis.loading.metrics import Metric
-from meshlab.analysis.loading.run import Cell, Run, Trial, cell_title
+from meshlab.analysis.loading.run import Block, Run, Trial, block_title
 
 
 @dataclass
 class PairSet:
     arm: str
     baseline: str
-    cell: Cell  # (load point, flood, placement)
+    block: Block  # (load point, flood, placement)
     rounds: list[int] = field(default_factory=list)
     a: list[Trial] = field(default_factory=list)  # baseline trial of each paired round
     b: list[Trial] = field(default_factory=list)
@@ -29,23 +29,23 @@ class PairSet:
 
     @property
     def load_point(self) -> str:
-        return self.cell[0]
+        return self.block[0]
 
     @property
     def flood(self) -> str:
-        return self.cell[1]
+        return self.block[1]
 
     @property
     def placement(self) -> str:
-        return self.cell[2]
+        return self.block[2]
 
     @property
     def key(self) -> str:
-        return f"{self.arm}/{self.baseline}@{'/'.join(self.cell)}"
+        return f"{self.arm}/{self.baseline}@{'/'.join(self.block)}"
 
     @property
     def title(self) -> str:
-        return f"{self.arm} vs {self.baseline} · {cell_title(self.cell)}"
+        return f"{self.arm} vs {self.baseline} · {block_title(self.block)}"
 
     @property
     def n(self) -> int:
@@ -54,46 +54,46 @@ class PairSet:
 
 def build_pairs(run: Run) -> list[PairSet]:
     """One PairSet per (other arm, block), in arm / placement / flood / load order."""
-    by_round: dict[tuple[str, Cell, int], list[Trial]] = {}
-    seen_rounds: dict[Cell, set[int]] = {}
+    by_round: dict[tuple[str, Block, int], list[Trial]] = {}
+    seen_rounds: dict[Block, set[int]] = {}
     for t in run.trials:
-        by_round.setdefault((t.arm, t.cell, t.round), []).append(t)
-        seen_rounds.setdefault(t.cell, set()).add(t.round)
+        by_round.setdefault((t.arm, t.block, t.round), []).append(t)
+        seen_rounds.setdefault(t.block, set()).add(t.round)
     for e in run.plan:
         seen_rounds.setdefault((e.load_point, str(e.flood), e.placement), set()).add(e.round)
 
     out = []
     for arm in run.arms[1:]:
-        for cell in run.cells():
-            rounds = sorted(seen_rounds.get(cell, ()))
+        for block in run.blocks():
+            rounds = sorted(seen_rounds.get(block, ()))
             if not rounds:
                 continue
-            ps = PairSet(arm=arm, baseline=run.baseline, cell=cell)
+            ps = PairSet(arm=arm, baseline=run.baseline, block=block)
             for r in rounds:
-                a = _pick(by_round.get((run.baseline, cell, r), []), ps)
-                b = _pick(by_round.get((arm, cell, r), []), ps)
+                a = _pick(by_round.get((run.baseline, block, r), []), ps)
+                b = _pick(by_round.get((arm, block, r), []), ps)
                 if a is not None and b is not None:
                     ps.rounds.append(r)
                     ps.a.append(a)
                     ps.b.append(b)
                 else:
-                    ps.dropped.append((r, _why(by_round, (run.baseline, arm), cell, r)))
+                    ps.dropped.append((r, _why(by_round, (run.baseline, arm), block, r)))
             out.append(ps)
     return out
 
 
 def _pick(trials: list[Trial], ps: PairSet) -> Trial | None:
-    """The valid trial of a cell; if (against the engine's contract) several are valid, the
+    """The valid trial of a block; if (against the engine's contract) several are valid, the
     last attempt wins and the others are listed, never averaged in silently."""
     valid = sorted((t for t in trials if t.valid), key=lambda t: (t.attempt, t.started_at or 0))
     ps.duplicates.extend(t.trial_id for t in valid[:-1])
     return valid[-1] if valid else None
 
 
-def _why(by_round: dict, arms: tuple[str, str], cell: Cell, r: int) -> str:
+def _why(by_round: dict, arms: tuple[str, str], block: Block, r: int) -> str:
     parts = []
     for arm in arms:
-        trials = by_round.get((arm, cell, r), [])
+        trials = by_round.get((arm, block, r), [])
         if any(t.valid for t in trials):
             continue
         parts.append(f"{arm} rejected" if trials else f"{arm} not recorded")

@@ -21,11 +21,11 @@ from meshlab.record.rundir import RunDir, TrialDir
 from meshlab.record.spec import SATURATION_PREFIX
 
 COMPLETE = "complete"
-Cell = tuple[str, str, str]  # (load point, flood, placement): one block of the plan
+Block = tuple[str, str, str]  # (load point, flood, placement): one block of the plan
 
 
-def cell_title(cell: Cell) -> str:
-    lp, flood, placement = cell
+def block_title(block: Block) -> str:
+    lp, flood, placement = block
     return f"{lp} · flood {flood} · {placement}"
 
 
@@ -131,7 +131,7 @@ class Trial:
         return None if value is None else float(value)
 
     @property
-    def cell(self) -> Cell:
+    def block(self) -> Block:
         return (self.load_point, self.flood, self.placement)
 
     def cgroups_seconds(self) -> float:
@@ -192,7 +192,7 @@ class Run:
         found = {t.placement for t in self.trials} | {e.placement for e in self.plan}
         return [p for p in PLACEMENTS if p in found]
 
-    def cells(self) -> list[Cell]:
+    def blocks(self) -> list[Block]:
         """Every (load point, flood, placement) block of the plan, in plan-ish order."""
         return [
             (lp, flood, placement)

@@ -41,7 +41,7 @@ def answer(a: Analysis, unfit_reason: str | None = None) -> Answer:
     for c in a.comparisons:
         prims = c.primaries()
         decided = decided and bool(prims) and all(r.differs or r.equivalent for r in prims)
-        block = " · ".join(x for x in c.pairs.cell if x)
+        block = " · ".join(x for x in c.pairs.block if x)
         pairs = f"{c.pairs.n} pairs"
         parts.append(
             f"{c.pairs.arm} vs {c.pairs.baseline} ({block}, {pairs}): "

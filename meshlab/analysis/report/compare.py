@@ -139,7 +139,7 @@ def _mde(r: MetricResult | None) -> str:
 
 
 def _key(ps: Any) -> tuple[str, ...]:
-    return (ps.arm, ps.baseline, *ps.cell)
+    return (ps.arm, ps.baseline, *ps.block)
 
 
 def _find(an: Analysis, key: tuple) -> Any:
@@ -211,7 +211,7 @@ def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
     for j, row in enumerate(rows):
-        out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        out.append("  ".join(block.ljust(w) for block, w in zip(row, widths, strict=True)).rstrip())
         if j == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)

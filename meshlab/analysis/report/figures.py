@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from meshlab.analysis.loading.run import Cell, Run, Trial
+from meshlab.analysis.loading.run import Block, Run, Trial
 from meshlab.analysis.report.thesis import SpreadRow
 from meshlab.analysis.statistics.fmt import TIMES
 
@@ -57,17 +57,17 @@ class Figure_:  # noqa: N801 - avoids shadowing matplotlib's Figure
     png: bytes
 
 
-LatencyPools = dict[tuple[str, Cell], np.ndarray]  # (arm, cell) -> per-request ms
+LatencyPools = dict[tuple[str, Block], np.ndarray]  # (arm, block) -> per-request ms
 
 
 def colors(run: Run) -> dict[str, str]:
     return {arm: PALETTE[i % len(PALETTE)] for i, arm in enumerate(run.arms)}
 
 
-def cells(run: Run) -> list[Cell]:
+def blocks(run: Run) -> list[Block]:
     """The blocks with at least one valid trial."""
-    present = {t.cell for t in run.valid_trials()}
-    return [c for c in run.cells() if c in present]
+    present = {t.block for t in run.valid_trials()}
+    return [c for c in run.blocks() if c in present]
 
 
 def png(fig: Figure) -> bytes:
@@ -76,8 +76,8 @@ def png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def panel_title(run: Run, cell: Cell) -> str:
-    lp, flood, placement = cell
+def panel_title(run: Run, block: Block) -> str:
+    lp, flood, placement = block
     rate = next((t.rate for t in run.trials if t.load_point == lp), None)
     rate_s = f" ({rate:g} req/s)" if rate and rate != lp else ""
     return f"{lp}{rate_s}, flood {flood}, {placement}"
@@ -116,13 +116,13 @@ def _is_2_or_5(v: float) -> bool:
 
 
 def latency_boxes(run: Run) -> Figure_:
-    cs = cells(run)
+    cs = blocks(run)
     col = colors(run)
     fig = Figure(figsize=(WIDTH, 0.8 + 3.0 * len(cs)), layout="constrained")
     axes = fig.subplots(len(cs), 1, squeeze=False)[:, 0]
     k = len(run.arms)
-    for ax, cell in zip(axes, cs, strict=True):
-        trials = [t for t in run.valid_trials() if t.cell == cell]
+    for ax, block in zip(axes, cs, strict=True):
+        trials = [t for t in run.valid_trials() if t.block == block]
         rounds = sorted({t.round for t in trials})
         slot = {r: i for i, r in enumerate(rounds)}
         for ai, arm in enumerate(run.arms):
@@ -155,7 +155,7 @@ def latency_boxes(run: Run) -> Figure_:
         ax.set_xticks(centers[::step], [f"r{r}" for r in rounds[::step]], fontsize=8)
         ax.set_xlim(-1, max(centers, default=0) + k)
         ax.set_ylabel("latency (ms)")
-        ax.set_title(panel_title(run, cell), fontsize=10, loc="left")
+        ax.set_title(panel_title(run, block), fontsize=10, loc="left")
         ax.grid(axis="y", alpha=0.3)
         mean_h = Line2D([], [], marker="D", ls="", mfc="white", mec="black", ms=4, label="mean")
         legend_arms(ax, run, [mean_h])
@@ -193,12 +193,12 @@ _COMPONENTS = (
 
 
 def cpu(run: Run) -> Figure_:
-    cs = cells(run)
+    cs = blocks(run)
     col = colors(run)
     fig = Figure(figsize=(WIDTH, 0.8 + 3.0 * len(cs)), layout="constrained")
     axes = fig.subplots(len(cs), 3, squeeze=False, width_ratios=(1.4, 1.0, 1.4))
-    for row, cell in zip(axes, cs, strict=True):
-        trials = [t for t in run.valid_trials() if t.cell == cell]
+    for row, block in zip(axes, cs, strict=True):
+        trials = [t for t in run.valid_trials() if t.block == block]
         per_req, comp, peak = row
         for arm in run.arms:
             ts = sorted((t for t in trials if t.arm == arm), key=lambda t: t.round)
@@ -223,7 +223,7 @@ def cpu(run: Run) -> Figure_:
             )
         _component_bars(comp, run, trials)
         per_req.set_title(
-            f"{panel_title(run, cell)}\nnode CPU-s per 1000 requests", fontsize=9, loc="left"
+            f"{panel_title(run, block)}\nnode CPU-s per 1000 requests", fontsize=9, loc="left"
         )
         per_req.set_xlabel("round")
         per_req.set_ylabel("CPU-s / 1000 req")
@@ -277,21 +277,21 @@ def nan_if_none(v: float | None) -> float:
 
 
 def cdf(run: Run, pools: LatencyPools) -> Figure_:
-    cs = cells(run)
+    cs = blocks(run)
     col = colors(run)
     fig = Figure(figsize=(WIDTH, 0.6 + 3.0 * len(cs)), layout="constrained")
     axes = fig.subplots(len(cs), 2, squeeze=False)
     from_summaries = False
-    for (ax, tail), cell in zip(axes, cs, strict=True):
+    for (ax, tail), block in zip(axes, cs, strict=True):
         for arm in run.arms:
-            pooled = pools.get((arm, cell))
+            pooled = pools.get((arm, block))
             if pooled is not None and pooled.size:
                 q = np.quantile(pooled, _CDF_P)
                 ax.plot(q, _CDF_P, color=col[arm], lw=1.3, label=f"{arm} ({pooled.size:,} req)")
                 shown = 10 / pooled.size <= 1 - _CDF_P  # no tail finer than ~10 requests
                 tail.plot(q[shown], 1 - _CDF_P[shown], color=col[arm], lw=1.3, label=arm)
                 continue
-            ts = [t for t in run.valid_trials() if t.arm == arm and t.cell == cell]
+            ts = [t for t in run.valid_trials() if t.arm == arm and t.block == block]
             if not ts:
                 continue
             from_summaries = True
@@ -301,7 +301,7 @@ def cdf(run: Run, pools: LatencyPools) -> Figure_:
             tail.plot(q, 1 - p, "o--", color=col[arm], ms=3, lw=1, label=arm)
         ax.set_xscale("log")
         ax.set_ylabel("fraction of requests ≤ x")
-        ax.set_title(panel_title(run, cell), fontsize=10, loc="left")
+        ax.set_title(panel_title(run, block), fontsize=10, loc="left")
         tail.set_xscale("log")
         tail.set_yscale("log")
         tail.set_ylabel("fraction of requests > x")

@@ -13,9 +13,9 @@ from typing import Any
 
 import jinja2
 
-from meshlab.analysis.loading.run import Trial, cell_title
+from meshlab.analysis.loading.run import Trial, block_title
 from meshlab.analysis.report import sections
-from meshlab.analysis.report.figures import Figure_, cells
+from meshlab.analysis.report.figures import Figure_, blocks
 from meshlab.analysis.report.thesis import SpreadRow
 from meshlab.analysis.statistics import fmt, stats
 from meshlab.analysis.statistics.reproduce import Sibling
@@ -213,11 +213,11 @@ def _median(values: list[float | None]) -> float | None:
 
 def _by_cell_and_arm(a: Analysis) -> list[tuple[str, str, list[Trial]]]:
     out = []
-    for cell in cells(a.run):
+    for block in blocks(a.run):
         for arm in a.run.arms:
-            ts = [t for t in a.run.valid_trials() if t.cell == cell and t.arm == arm]
+            ts = [t for t in a.run.valid_trials() if t.block == block and t.arm == arm]
             if ts:
-                out.append((cell_title(cell), arm, ts))
+                out.append((block_title(block), arm, ts))
     return out
 
 

@@ -8,13 +8,13 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from meshlab.analysis.loading.run import Cell, Run
+from meshlab.analysis.loading.run import Block, Run
 from meshlab.record.format import HOPS
 
 
 @dataclass(frozen=True)
 class HopRow:
-    cell: Cell
+    block: Block
     arm: str
     hop: str
     expected: str
@@ -30,10 +30,10 @@ class HopRow:
 
 def path_rows(run: Run) -> list[HopRow]:
     rows = []
-    for cell in run.cells():
+    for block in run.blocks():
         for arm in run.arms:
             trials = [
-                t for t in run.valid_trials() if t.arm == arm and t.cell == cell and t.record.path
+                t for t in run.valid_trials() if t.arm == arm and t.block == block and t.record.path
             ]
             if not trials:
                 continue
@@ -48,7 +48,7 @@ def path_rows(run: Run) -> list[HopRow]:
                 msgs = [h.messages / n for h, n in per_req if h.messages is not None]
                 rows.append(
                     HopRow(
-                        cell=cell,
+                        block=block,
                         arm=arm,
                         hop=hop,
                         expected=hops[0].expected,

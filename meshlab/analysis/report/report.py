@@ -57,8 +57,8 @@ def render_figures(
     analysis: Analysis, pools: figs.LatencyPools, thesis_rows: list[thesis.SpreadRow]
 ) -> list[figs.Figure_]:
     run = analysis.run
-    # Figures per (load point, flood) cell need at least one valid trial in it.
-    has_cells = bool(figs.cells(run))
+    # Figures per (load point, flood) block need at least one valid trial in it.
+    has_cells = bool(figs.blocks(run))
     out = [figs.latency_boxes(run), figs.cpu(run)] if has_cells else []
     out.append(verdict_figures.forest(analysis))
     effects = verdict_figures.effects(analysis)  # several placements or flood sizes

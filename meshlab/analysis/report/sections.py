@@ -9,7 +9,7 @@ from typing import Any
 
 from meshlab.analysis.loading import timing as time_spent
 from meshlab.analysis.loading.metrics import BY_KEY
-from meshlab.analysis.loading.run import cell_title
+from meshlab.analysis.loading.run import block_title
 from meshlab.analysis.report.path_table import path_rows
 from meshlab.analysis.statistics import fmt
 from meshlab.analysis.statistics.fmt import pct
@@ -21,7 +21,7 @@ def host_speed(c: Comparison) -> dict[str, Any]:
     h = c.host
     assert h is not None
 
-    def cell(j: Any) -> str:
+    def judged(j: Any) -> str:
         change = f"{pct(j.estimate):+.1f} %"
         if j.ci is None:
             return f"{change} ({j.verdict})"
@@ -36,8 +36,8 @@ def host_speed(c: Comparison) -> dict[str, Any]:
         "rows": [
             {
                 "metric": BY_KEY[row.label].phrase,
-                "raw": cell(row.raw),
-                "adjusted": cell(row.adjusted),
+                "raw": judged(row.raw),
+                "adjusted": judged(row.adjusted),
                 "beta": row.beta,
                 "r": row.r,
                 "r_k6": h.k6_r.get(row.label),
@@ -57,7 +57,7 @@ def paths(a: Analysis) -> list[dict[str, Any]]:
     for row in path_rows(a.run):
         out.append(
             {
-                "where": cell_title(row.cell),
+                "where": block_title(row.block),
                 "arm": row.arm,
                 "hop": row.hop,
                 "expected": row.expected,
@@ -82,7 +82,7 @@ def floor(a: Analysis) -> dict[str, Any] | None:
     return {
         "costs": [
             {
-                "where": cell_title(c.cell),
+                "where": block_title(c.block),
                 "arm": c.arm,
                 "metric": c.metric.phrase,
                 "n": c.n,
@@ -93,7 +93,7 @@ def floor(a: Analysis) -> dict[str, Any] | None:
         ],
         "recovered": [
             {
-                "where": cell_title(r.cell),
+                "where": block_title(r.block),
                 "arm": r.arm,
                 "via": r.via,
                 "metric": r.metric.phrase,

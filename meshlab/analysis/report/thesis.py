@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from meshlab.analysis.loading.run import Run, cell_title
+from meshlab.analysis.loading.run import Run, block_title
 from meshlab.analysis.statistics import stats
 
 # thesis arm names -> how the report names them (the dataplane each corresponds to here)
@@ -71,8 +71,8 @@ def spreads(run: Run) -> list[SpreadRow]:
             )
         )
     for arm in run.arms:
-        for cell in run.cells():
-            ts = [t for t in run.valid_trials() if t.arm == arm and t.cell == cell]
+        for block in run.blocks():
+            ts = [t for t in run.valid_trials() if t.arm == arm and t.block == block]
             if ts:
                 cpu_max = [v for t in ts if (v := t.cpu_value("node_total", "max_percent"))]
                 cov = stats.cov_percent(np.array([t.latency["p50"] for t in ts]))
@@ -80,7 +80,7 @@ def spreads(run: Run) -> list[SpreadRow]:
                     SpreadRow(
                         who="this run",
                         arm=arm,
-                        where=cell_title(cell),
+                        where=block_title(block),
                         p5_min=min(t.latency["p5"] for t in ts),
                         p95_max=max(t.latency["p95"] for t in ts),
                         p50_cov=None if math.isnan(cov) else cov,

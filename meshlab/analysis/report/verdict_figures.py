@@ -225,7 +225,7 @@ def effects(analysis: Analysis) -> Figure_ | None:
                         (
                             c
                             for c in analysis.comparisons
-                            if c.pairs.cell == (lp, flood, placement) and c.pairs.arm == arm
+                            if c.pairs.block == (lp, flood, placement) and c.pairs.arm == arm
                         ),
                         None,
                     )

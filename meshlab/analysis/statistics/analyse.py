@@ -143,7 +143,7 @@ def _result(
 
 
 def _cell(t: Trial, ps: PairSet, arm: str) -> bool:
-    return t.arm == arm and t.cell == ps.cell
+    return t.arm == arm and t.block == ps.block
 
 
 def _adjust_and_judge(run: Run, arm: str, results: list[MetricResult], margin: float) -> None:

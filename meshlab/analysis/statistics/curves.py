@@ -238,7 +238,7 @@ def _pairs_against(run: Run, reference: str) -> dict[tuple[str, tuple[str, str, 
     (pairing.build_pairs), with `reference` in the baseline's place."""
     others = [a for a in run.arms if a != reference]
     as_baseline = replace(run, arms=[reference, *others])
-    return {(ps.arm, ps.cell): ps for ps in build_pairs(as_baseline)}
+    return {(ps.arm, ps.block): ps for ps in build_pairs(as_baseline)}
 
 
 def sweep(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from meshlab.analysis.loading.metrics import BY_KEY, Metric
-from meshlab.analysis.loading.run import Cell, Run, Trial
+from meshlab.analysis.loading.run import Block, Run, Trial
 from meshlab.analysis.statistics import stats
 from meshlab.core.arms import NO_MESH, needs_ebpf
 
@@ -34,7 +34,7 @@ RESAMPLES = 4000
 @dataclass(frozen=True)
 class Cost:
     arm: str
-    cell: Cell
+    block: Block
     metric: Metric
     n: int
     estimate: float  # log units
@@ -46,7 +46,7 @@ class Cost:
 class Recovered:
     arm: str  # the eBPF arm
     via: str  # the iptables arm whose cost it is measured against
-    cell: Cell
+    block: Block
     metric: Metric
     n: int
     share: float  # 1 - cost(arm) / cost(via), log costs
@@ -58,10 +58,10 @@ def _arm(run: Run, dataplane: str) -> list[str]:
     return [a for a in run.arms if exp.arms[a].dataplane == dataplane]
 
 
-def _valid_by_round(run: Run, arm: str, cell: Cell) -> dict[int, Trial]:
+def _valid_by_round(run: Run, arm: str, block: Block) -> dict[int, Trial]:
     out: dict[int, Trial] = {}
     for t in sorted(run.valid_trials(), key=lambda t: t.attempt):
-        if t.arm == arm and t.cell == cell:
+        if t.arm == arm and t.block == block:
             out[t.round] = t  # the last valid attempt, as pairing takes it
     return out
 
@@ -85,9 +85,9 @@ def floor(run: Run) -> tuple[list[Cost], list[Recovered]]:
     iptables = _arm(run, "iptables")
     costs: list[Cost] = []
     recovered: list[Recovered] = []
-    for cell in run.cells():
-        base = _valid_by_round(run, f_arm, cell)
-        by_arm = {a: _valid_by_round(run, a, cell) for a in mesh}
+    for block in run.blocks():
+        base = _valid_by_round(run, f_arm, block)
+        by_arm = {a: _valid_by_round(run, a, block) for a in mesh}
         for key in FLOOR_METRICS:
             m = BY_KEY[key]
             for arm in mesh:
@@ -97,18 +97,18 @@ def floor(run: Run) -> tuple[list[Cost], list[Recovered]]:
                 st = stats.paired_stats(d, math.log1p(run.margin_percent / 100))
                 has = st.n >= stats.MIN_ROUNDS and bool(np.isfinite(st.ci95).all())
                 costs.append(
-                    Cost(arm, cell, m, st.n, float(st.estimate[0]) if st.n else math.nan,
+                    Cost(arm, block, m, st.n, float(st.estimate[0]) if st.n else math.nan,
                          (float(st.ci95[0, 0]), float(st.ci95[0, 1])) if has else None,
                          st.confidence95 if has else None)
                 )  # fmt: skip
             for via in iptables:
                 for arm in (a for a in mesh if needs_ebpf(exp.arms[a].dataplane)):
-                    recovered.append(_recovered(run, m, cell, arm, via, base, by_arm))
+                    recovered.append(_recovered(run, m, block, arm, via, base, by_arm))
     return costs, recovered
 
 
 def _recovered(
-    run: Run, m: Metric, cell: Cell, arm: str, via: str, base: dict, by_arm: dict
+    run: Run, m: Metric, block: Block, arm: str, via: str, base: dict, by_arm: dict
 ) -> Recovered:
     rounds = sorted(set(base) & set(by_arm[arm]) & set(by_arm[via]))
     d = np.vstack(
@@ -117,7 +117,7 @@ def _recovered(
     d = d[:, np.isfinite(d).all(axis=0)]
     n = d.shape[1]
     if n == 0:
-        return Recovered(arm, via, cell, m, 0, math.nan, None)
+        return Recovered(arm, via, block, m, 0, math.nan, None)
     hl = stats.hodges_lehmann(d)
     share = float(1 - hl[1] / hl[0]) if hl[0] else math.nan
     ci = None
@@ -129,4 +129,4 @@ def _recovered(
         shares = shares[np.isfinite(shares)]
         if shares.size:
             ci = tuple(float(v) for v in np.quantile(shares, [0.025, 0.975]))
-    return Recovered(arm, via, cell, m, n, share, ci)  # type: ignore[arg-type]
+    return Recovered(arm, via, block, m, n, share, ci)  # type: ignore[arg-type]

@@ -206,7 +206,7 @@ class Analysis:
             "floor": [
                 {
                     "arm": c.arm,
-                    "cell": list(c.cell),
+                    "block": list(c.block),
                     "metric": c.metric.key,
                     "n": c.n,
                     "cost_percent": _num(pct(c.estimate)) if c.n else None,
@@ -218,7 +218,7 @@ class Analysis:
                 {
                     "arm": r.arm,
                     "via": r.via,
-                    "cell": list(r.cell),
+                    "block": list(r.block),
                     "metric": r.metric.key,
                     "n": r.n,
                     "share": _num(r.share),
