@@ -5,7 +5,7 @@ The Pulumi program exports `build_inventory(...)` as the `ansible_inventory` sta
 into the `--list` JSON. This module is the only place that knows the inventory's shape:
 
     all:
-      vars: {ansible_user, ansible_python_interpreter, meshlab_testbed_kind: k8s}
+      vars: {ansible_user, ansible_python_interpreter, meshlab_testbed_name: cloud}
       hosts: {<name>: {ansible_host, meshlab_node_ip, ...}}      # every host's vars, once
       children:
         k8s_cluster: {vars: {...}, children: {kube_control_plane: {hosts}, kube_node: {hosts}}}
@@ -91,7 +91,7 @@ def build_inventory(
     all_vars: dict[str, Any] = {
         "ansible_user": ssh_user,
         "ansible_python_interpreter": "/usr/bin/python3",
-        "meshlab_testbed_kind": "k8s",
+        "meshlab_testbed_name": "cloud",
         "meshlab_bastion": bastion.name,
     }
     if identity_file:
@@ -155,8 +155,8 @@ def local_testbed() -> dict[str, Any]:
         "ansible_connection": "local",
         "ansible_python_interpreter": "{{ ansible_playbook_python }}",
     }
-    testbed = {"hosts": {"localhost": localhost}, "vars": {"meshlab_testbed_kind": "netns"}}
-    return {"all": {"children": {"testbed": testbed}}}
+    local = {"hosts": {"localhost": localhost}, "vars": {"meshlab_testbed_name": "local"}}
+    return {"all": {"children": {"local": local}}}
 
 
 def to_script_json(inventory: Mapping[str, Any]) -> dict[str, Any]:

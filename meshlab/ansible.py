@@ -20,14 +20,14 @@ from meshlab.errors import MeshlabError
 LOCAL_INVENTORY: dict[str, Any] = {
     "all": {
         "children": {
-            "testbed": {
+            "local": {
                 "hosts": {
                     "localhost": {
                         "ansible_connection": "local",
                         "ansible_python_interpreter": "{{ ansible_playbook_python }}",
                     }
                 },
-                "vars": {"meshlab_testbed_kind": "netns"},
+                "vars": {"meshlab_testbed_name": "local"},
             }
         }
     }

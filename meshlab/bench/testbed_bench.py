@@ -60,7 +60,7 @@ def main() -> int:
     up_s, _ = _timed(commands.up)
     again_s, again = _timed(commands.up)
     flood_s, flood = _timed(commands.set_flood, "50x500")
-    restore = ansible.set_fact(flood, "testbed_kube_proxy_result") or {}
+    restore = ansible.set_fact(flood, "local_kube_proxy_result") or {}
     rules = tb_state.status(tb_state.load())["flood"]["rules"]
     load_flood = k6_through_mesh()
     off_s, _ = _timed(commands.set_flood, "off")

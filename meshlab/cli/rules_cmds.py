@@ -1,5 +1,5 @@
 """`meshlab rules ...` (hidden): write kube-proxy's rendered tables into a testbed node
-namespace, idempotently (roles/testbed_kube_proxy calls it; testbeds/local/iptables.py works)."""
+namespace, idempotently (roles/local_kube_proxy calls it; testbeds/local/iptables.py works)."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ def testbed_up(
 
 
 @app.command("dataplane")
-def testbed_dataplane(
+def local_dataplane(
     arm: Annotated[str, typer.Argument(help=ARM_HELP)],
     pair: Annotated[list[int] | None, typer.Option(help="only this pod pair (repeatable)")] = None,
 ) -> None:
@@ -108,7 +108,7 @@ def testbed_apply_arm(
     arm: Annotated[str, typer.Argument(help=ARM_HELP)],
     pair: Annotated[list[int] | None, typer.Option(help="only this pod pair (repeatable)")] = None,
 ) -> None:
-    """(roles/testbed_dataplane) Put pod pairs in an arm; what changed, as JSON. No lease: the
+    """(roles/local_dataplane) Put pod pairs in an arm; what changed, as JSON. No lease: the
     play that calls it belongs to a command that holds it."""
     from meshlab.testbeds.local import dataplane
     from meshlab.testbeds.local import state as tb_state
@@ -124,7 +124,7 @@ def testbed_record_state(
     topology: Annotated[str, typer.Option(help="the play's topology, JSON")],
     update: Annotated[str, typer.Option(help="keys to record over it (flood, ...), JSON")] = "{}",
 ) -> None:
-    """(roles/testbed_state) Write testbed.json: the topology over what was recorded, then the
+    """(roles/local_state) Write testbed.json: the topology over what was recorded, then the
     update, validated before it replaces the file."""
     from meshlab.errors import MeshlabError
     from meshlab.testbeds.local import state as tb_state

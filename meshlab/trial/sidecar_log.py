@@ -1,4 +1,4 @@
-"""The sidecars' own view of each request: their Envoy access logs (the testbed_sidecar role
+"""The sidecars' own view of each request: their Envoy access logs (the local_sidecar role
 writes `<start unix s> <µs downstream first byte in -> last byte out> <status>` per request;
 client sidecar: outbound, server sidecar: inbound).
 

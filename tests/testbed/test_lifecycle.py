@@ -92,10 +92,10 @@ def test_a_missing_package_is_named(testbed):
         MeshlabError, match="missing program no-such-proxy: install the Debian package no-such-pkg"
     ):
         ansible.run_playbook(
-            "playbooks/flood.yml",
+            "playbooks/local_flood.yml",
             {
-                "meshlab_testbed_flood": "off",
-                "testbed_preflight_programs": [{"cmd": "no-such-proxy", "pkg": "no-such-pkg"}],
+                "meshlab_local_flood": "off",
+                "local_preflight_programs": [{"cmd": "no-such-proxy", "pkg": "no-such-pkg"}],
             },
             quiet=True,
         )

@@ -46,7 +46,7 @@ def test_down_leaves_nothing_then_up_restores(testbed):
     assert testbed.curl("client", testbed.status["server_url"])[0] == "200"
 
 
-TEARDOWN = Path(__file__).resolve().parents[2] / "roles/testbed_teardown/files/teardown.sh"
+TEARDOWN = Path(__file__).resolve().parents[2] / "roles/local_teardown/files/teardown.sh"
 
 
 @pytest.mark.root
@@ -67,7 +67,7 @@ def test_a_stale_pid_file_naming_an_unrelated_process_leaves_it_running(tmp_path
         assert out.returncode == 0, out.stderr
         assert bystander.poll() is None, "teardown killed a process outside the testbed"
         assert not run_dir.exists()  # the stale file went with the runtime directory
-        # the sidecar stop of testbed_netns (a moved pod's Envoy) checks the name as well
+        # the sidecar stop of local_netns (a moved pod's Envoy) checks the name as well
         pidfile = tmp_path / "server-envoy.pid"
         pidfile.write_text(f"{bystander.pid}\n")
         stop = subprocess.run(

@@ -141,4 +141,4 @@ def test_duet_keeps_working_across_nodes(cross_node):
             url = f"http://198.19.0.{pair}/get"
             assert tb.curl(client, url)[0] == "200", client
     finally:
-        commands.up(placement="cross-node")  # one pair again (testbed.yml tears a duet down)
+        commands.up(placement="cross-node")  # one pair again (local_up.yml tears a duet down)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cluster_render import render
+from cloud_render import render
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import cluster_render
+import cloud_render
 import pytest
 import trial_fixtures as tf
 from typer.testing import CliRunner
@@ -109,8 +109,8 @@ def _fetch(
             settle = {"seconds": 11.2, "cpu_busy_percent": 0.4, "rules_stable": True}
             settle |= {"timed_out": False, "rules": 900 + len(host), "host": host}
             (raw / f"{host}.settle.json").write_text(json.dumps(settle))
-    # Every node's snapshots at the window's edges: a clean trial of the arm (test_cluster_arm).
-    windows = cluster_render.windows(dataplane, tf.T0 + lp.warmup_s, lp.duration_s + 3)
+    # Every node's snapshots at the window's edges: a clean trial of the arm (test_cloud_arm).
+    windows = cloud_render.windows(dataplane, tf.T0 + lp.warmup_s, lp.duration_s + 3)
     for host, window in windows.items():
         (raw / f"{host}.node-window.json").write_text(json.dumps(window))
 

@@ -64,7 +64,7 @@ def test_outputs_shape() -> None:
         "public_ip": BASTION_IP,
     }
     inventory = run.outputs[outputs.ANSIBLE_INVENTORY]["all"]
-    assert inventory["vars"]["meshlab_testbed_kind"] == "k8s"
+    assert inventory["vars"]["meshlab_testbed_name"] == "cloud"
     assert inventory["hosts"]["meshlab-dev-monitoring-0"]["ansible_host"] == BASTION_IP
     worker = inventory["hosts"]["meshlab-dev-worker-0"]
     assert worker["ansible_host"] == mock_ip("worker", 0)

@@ -48,7 +48,7 @@ def test_all_vars_mark_the_cloud_testbed() -> None:
     assert build_inventory(NODES, "ubuntu")["all"]["vars"] == {
         "ansible_user": "ubuntu",
         "ansible_python_interpreter": "/usr/bin/python3",
-        "meshlab_testbed_kind": "k8s",
+        "meshlab_testbed_name": "cloud",
         "meshlab_bastion": MON.name,
     }
 
@@ -127,7 +127,7 @@ def test_node_facts_round_trip_the_stack_output() -> None:
 def test_script_json_form() -> None:
     script = to_script_json(build_inventory(NODES, "debian", {"meshlab_pod_cidr": "p"}))
     assert script["all"]["children"] == ["k8s_cluster", "loadtest", "monitoring"]
-    assert script["all"]["vars"]["meshlab_testbed_kind"] == "k8s"
+    assert script["all"]["vars"]["meshlab_testbed_name"] == "cloud"
     assert sorted(script["all"]["hosts"]) == sorted(n.name for n in NODES)
     assert script["k8s_cluster"] == {
         "vars": {"meshlab_pod_cidr": "p"},
@@ -150,8 +150,8 @@ def test_local_testbed() -> None:
                 }
             }
         },
-        "all": {"children": ["testbed"]},
-        "testbed": {"hosts": ["localhost"], "vars": {"meshlab_testbed_kind": "netns"}},
+        "all": {"children": ["local"]},
+        "local": {"hosts": ["localhost"], "vars": {"meshlab_testbed_name": "local"}},
     }
 
 

@@ -70,9 +70,9 @@ def listing(env: dict[str, str]) -> dict:
 
 
 def assert_local(inventory: dict) -> None:
-    assert inventory["testbed"] == {
+    assert inventory["local"] == {
         "hosts": ["localhost"],
-        "vars": {"meshlab_testbed_kind": "netns"},
+        "vars": {"meshlab_testbed_name": "local"},
     }
     assert inventory["_meta"]["hostvars"] == {
         "localhost": {
@@ -105,9 +105,9 @@ def test_recorded_stack_outputs_give_the_cloud_testbed(
     sandbox: dict[str, str], tmp_path: Path
 ) -> None:
     inventory = listing({**sandbox, "MESHLAB_STACK_OUTPUTS_FILE": str(FIXTURE)})
-    assert "testbed" not in inventory
+    assert "local" not in inventory
     assert inventory["all"]["children"] == ["k8s_cluster", "loadtest", "monitoring"]
-    assert inventory["all"]["vars"]["meshlab_testbed_kind"] == "k8s"
+    assert inventory["all"]["vars"]["meshlab_testbed_name"] == "cloud"
     assert inventory["all"]["vars"]["meshlab_inventory_source"] == f"file: {FIXTURE}"
     assert inventory["kube_control_plane"] == {"hosts": ["meshlab-dev-control-plane-0"]}
     assert inventory["kube_node"] == {"hosts": [WORKER, "meshlab-dev-loadtest-0"]}
@@ -193,7 +193,7 @@ def test_the_installers_pulumi_in_home_is_found(sandbox: dict[str, str]) -> None
     exe = bin_dir / "pulumi"
     exe.write_text(f"#!/bin/sh\n{CAT} {shlex.quote(str(FIXTURE))}\n")
     exe.chmod(0o755)
-    assert listing(sandbox)["all"]["vars"]["meshlab_testbed_kind"] == "k8s"
+    assert listing(sandbox)["all"]["vars"]["meshlab_testbed_name"] == "cloud"
 
 
 @pytest.mark.parametrize(
@@ -251,11 +251,11 @@ def test_ansible_reads_the_stack_with_no_flags(sandbox: dict[str, str]) -> None:
     seen = ansible_inventory({**sandbox, "MESHLAB_STACK_OUTPUTS_FILE": str(FIXTURE)})
     assert seen["monitoring"]["hosts"] == [BASTION]
     assert set(seen["kube_node"]["hosts"]) == {WORKER, "meshlab-dev-loadtest-0"}
-    assert seen["_meta"]["hostvars"][WORKER]["meshlab_testbed_kind"] == "k8s"
+    assert seen["_meta"]["hostvars"][WORKER]["meshlab_testbed_name"] == "cloud"
 
 
 def test_ansible_reads_the_local_testbed_with_no_stack(sandbox: dict[str, str]) -> None:
     seen = ansible_inventory(sandbox)
-    assert seen["testbed"]["hosts"] == ["localhost"]
-    assert seen["_meta"]["hostvars"]["localhost"]["meshlab_testbed_kind"] == "netns"
+    assert seen["local"]["hosts"] == ["localhost"]
+    assert seen["_meta"]["hostvars"]["localhost"]["meshlab_testbed_name"] == "local"
     assert seen["_meta"]["hostvars"]["localhost"]["ansible_connection"] == "local"

@@ -213,7 +213,7 @@ def _cloud_holder_expression() -> str:
 
 
 def _lease_play(tmp_path: Path, run_dir: str, release: bool = False):
-    from cluster_render import playbook
+    from cloud_render import playbook
 
     kubectl = tmp_path / "kubectl"
     if not kubectl.exists():
@@ -225,7 +225,7 @@ def _lease_play(tmp_path: Path, run_dir: str, release: bool = False):
         "meshlab_kubectl": str(kubectl), "release": release,
         "ansible_python_interpreter": "{{ ansible_playbook_python }}",
     }))  # fmt: skip
-    return playbook("-i", "localhost,", "-c", "local", "tests/cluster/lease_play.yml",
+    return playbook("-i", "localhost,", "-c", "local", "tests/cloud/lease_play.yml",
                     "-e", f"@{extra}")  # fmt: skip
 
 

@@ -93,7 +93,7 @@ def test_pinning_follows_the_placement_and_duet_pairs_keep_their_cpus(tmp_path: 
     assert manifest.pinning == {p: exp.pinning_for(p).model_dump() for p in exp.placement}
 
 
-def test_the_testbed_state_names_both_nodes_and_refuses_an_old_file(tmp_path: Path) -> None:
+def test_the_local_state_names_both_nodes_and_refuses_an_old_file(tmp_path: Path) -> None:
     assert STATE.node_names() == ["node", "node2"]
     assert STATE.netns_of("node2") == "meshlab-node2"
     assert STATE.netns_of("server") == "meshlab-server"

@@ -20,7 +20,7 @@ class CloudTestbed:
         trial.check_fits(exp, source)
 
     def hold(self, run: RunDir) -> None:
-        """The cluster's Lease is taken by the trial play itself (tasks/cluster_lease.yml)."""
+        """The cluster's Lease is taken by the trial play itself (tasks/cloud_lease.yml)."""
 
     def pinning(self, exp: Experiment) -> str:
         return "per trial (Kubernetes static CPU manager: exclusive CPUs of each container)"

@@ -1,6 +1,6 @@
 """Is the arm on every node what the next trials will call it? Decided before any trial runs.
 
-playbooks/tasks/trial_cluster.yml asks this after an arm switch (and at a run's first step):
+playbooks/tasks/trial_cloud.yml asks this after an arm switch (and at a run's first step):
 
 1. `rearm(snapshots)`: Merbridge 0.8.1 decides once per cgroup, at its first connect, whether the
    cgroup is "in the mesh" (a listener on 0.0.0.0:15001 in its netns) and never looks again
@@ -109,7 +109,7 @@ def _in_mesh_refusals(node: NodeView, c: Mapping[str, Any]) -> list[str]:
             f"node {node.host}: {who}: cgroup_info_map has no entry for its cgroup "
             f"(id {cgroup_id}, {c.get('cgroup', '?')}): it has not connected since Merbridge's "
             "maps were created, so Merbridge has not decided it is in the mesh; restart the "
-            "workload under this arm (playbooks/cluster_arm.yml) and run again"
+            "workload under this arm (playbooks/cloud_arm.yml) and run again"
         ]
     if info.is_in_mesh != 1:
         return [

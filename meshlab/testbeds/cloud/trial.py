@@ -1,7 +1,7 @@
 """The cloud testbed's trials: what fits the cluster, a trial's preparation, and judging a
 trial from the raw files the playbook fetched from the nodes.
 
-playbooks/tasks/trial_cluster.yml drives one plan step:
+playbooks/tasks/trial_cloud.yml drives one plan step:
 
     next -> arm (merbridge role) -> flood + settle gate (flooder role) -> prepare
          -> k6 on the load-test node while every node samples -> fetch into RAW -> ingest

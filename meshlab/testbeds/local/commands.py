@@ -48,12 +48,12 @@ def up(
     where = _placement(placement)
     with lease.holding("meshlab testbed up"):
         return ansible.run_playbook(
-            "playbooks/testbed.yml",
+            "playbooks/local_up.yml",
             {
-                "meshlab_testbed_dataplane": arm,
-                "meshlab_testbed_flood": spec,
-                "meshlab_testbed_duet": duet,
-                "meshlab_testbed_placement": where,
+                "meshlab_local_dataplane": arm,
+                "meshlab_local_flood": spec,
+                "meshlab_local_duet": duet,
+                "meshlab_local_placement": where,
             },
             title="testbed up",
         )
@@ -63,8 +63,8 @@ def _layout_of(recorded: tb_state.LocalState | None) -> dict[str, Any]:
     """The variables that shape the topology, as the running testbed has them (a command
     that only changes the arm or flood must not move pods or drop pair 2)."""
     return {
-        "meshlab_testbed_duet": recorded.duet if recorded else False,
-        "meshlab_testbed_placement": recorded.placement if recorded else "same-node",
+        "meshlab_local_duet": recorded.duet if recorded else False,
+        "meshlab_local_placement": recorded.placement if recorded else "same-node",
     }
 
 
@@ -92,8 +92,8 @@ def set_flood(flood: str) -> ansible.PlaybookRun:
     spec = str(parse_flood(flood, field="flood"))
     with lease.holding(f"meshlab testbed flood {spec}"):
         return ansible.run_playbook(
-            "playbooks/flood.yml",
-            {"meshlab_testbed_flood": spec, **_layout_of(current)},
+            "playbooks/local_flood.yml",
+            {"meshlab_local_flood": spec, **_layout_of(current)},
             title=f"flood {spec}",
         )
 
@@ -102,7 +102,7 @@ def down() -> ansible.PlaybookRun:
     tb_state.require_root()
     with lease.holding("meshlab testbed down"):
         return ansible.run_playbook(
-            "playbooks/down.yml",
+            "playbooks/local_down.yml",
             _layout_of_recorded(),
             title="testbed down",
         )

@@ -1,5 +1,5 @@
 """Put pod pairs in a dataplane arm, idempotently: the one place an arm is applied, for
-`testbed up` (roles/testbed_dataplane), `meshlab testbed dataplane` and every trial step.
+`testbed up` (roles/local_dataplane), `meshlab testbed dataplane` and every trial step.
 
 Envoy and nginx keep running. The order keeps mesh traffic captured at every instant: into an
 eBPF arm the programs attach before the iptables outbound capture goes; back to iptables the

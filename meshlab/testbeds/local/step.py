@@ -34,9 +34,9 @@ from meshlab.trial.slot import TrialSlot
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WATCHDOG_S = 0.5  # how often a step checks that its run still holds the testbed
 SAMPLE_INTERVAL_S = 0.2  # counters are interpolated at the window's edges between samples
-ACCESS_LOG_FLUSH_S = 0.6  # Envoy writes its access logs every 0.25 s (testbed_sidecar)
+ACCESS_LOG_FLUSH_S = 0.6  # Envoy writes its access logs every 0.25 s (local_sidecar)
 HARNESS_CGROUP = "harness"
-MONITORING_CGROUP = "node/monitoring"  # testbed_monitoring's Prometheus and node_exporter
+MONITORING_CGROUP = "node/monitoring"  # local_monitoring's Prometheus and node_exporter
 
 
 @dataclass
