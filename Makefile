@@ -12,7 +12,7 @@ APT_PACKAGES := nginx libnginx-mod-http-echo iptables iproute2 clang llvm libbpf
 EXPERIMENT ?= experiments/default.yml
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup apt venv bpf lab test test-unit test-testbed lint bench-testbed bench-dataplane bench-placement bench-report calibration clean
+.PHONY: help setup apt venv bpf lab test test-unit test-testbed lint bench-testbed bench-dataplane bench-placement bench-sweep bench-report calibration clean
 
 help:
 	@echo "make lab              set up, bring the local testbed up, run $(EXPERIMENT), write the report"
@@ -23,8 +23,9 @@ help:
 	@echo "make test-unit        the unit tests only (no root)"
 	@echo "make test-testbed     the root and testbed tests only"
 	@echo "make bench-testbed    seconds to bring the testbed up and write the 50x500 flood"
-	@echo "make bench-dataplane  experiments/dataplane.yml: iptables vs ebpf vs ebpf-connect"
+	@echo "make bench-dataplane  experiments/dataplane.yml: iptables vs ebpf vs ebpf-connect vs no-mesh"
 	@echo "make bench-placement  experiments/placement.yml: same-node vs cross-node, flood off/50x500"
+	@echo "make bench-sweep      experiments/sweep.yml: curves across load, saturation points, SMP export"
 	@echo "make bench-report     how long a report of a large run takes to build"
 	@echo "make calibration      false positives, coverage and power of the decision rules (simulated)"
 	@echo "make clean            take the testbed down, remove the venv"
@@ -86,6 +87,11 @@ bench-dataplane: setup
 
 bench-placement: setup
 	$(BIN)/meshlab run experiments/placement.yml
+
+# an inconclusive run (exit 3) still has curves worth exporting; an unfit one (4) does not
+bench-sweep: setup
+	$(BIN)/meshlab run experiments/sweep.yml || [ $$? -eq 3 ]
+	$(BIN)/meshlab export "$$(ls -dt results/sweep/*/ | head -n 1)" --format smp
 
 bench-report: venv
 	$(BIN)/meshlab bench report
