@@ -148,7 +148,7 @@ def _same_images(run: RunDir, manifest: Manifest, images: dict[str, Any]) -> Non
 # ---- one step at a time ------------------------------------------------------------------
 
 
-def _end_unfit(rs: RunState, reason: str) -> None:
+def end_unfit(rs: RunState, reason: str) -> None:
     """The noise budget is spent: the run ends environment-unfit, saying how long and why."""
     gates = rs.manifest.experiment.gates
     spent = rs.budget_spent()
@@ -160,12 +160,25 @@ def _end_unfit(rs: RunState, reason: str) -> None:
     rs.save()
 
 
+def _rejections(rs: RunState) -> str:
+    """Why the budget went: the last rejected trial's reasons (an arm that keeps failing its
+    integrity check, a gate the host keeps failing), so the run ends saying it."""
+    rejected = [r for r in rs.trial_records() if r.status == "rejected"]
+    if not rejected:
+        return "rejected trials used the noise budget"
+    last = max(rejected, key=lambda r: r.started_at)
+    return (
+        f"{len(rejected)} rejected trials used the noise budget; the last, {last.trial_id}: "
+        + "; ".join(last.rejection_reasons)
+    )
+
+
 def next_step(rs: RunState) -> NextStep:
     """The next step to run (one trial; two for duet), or done."""
     if rs.manifest.status == "environment-unfit":
         return NextStep(done=True, reason="environment-unfit")
     if rs.budget_left() <= 0:
-        _end_unfit(rs, "rejected trials used the noise budget")
+        end_unfit(rs, _rejections(rs))
         return NextStep(done=True, reason="environment-unfit")
     exp = rs.manifest.experiment
     stopped = _stopped_blocks(rs)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from meshlab.experiment.engine import _end_unfit, next_step, record, slots
+from meshlab.experiment.engine import end_unfit, next_step, record, slots
 from meshlab.experiment.progress import line
 from meshlab.experiment.protocol import SegmentEnd, Waiting
 from meshlab.experiment.state import RunState
@@ -52,7 +52,7 @@ def run_local(run_dir: Path) -> SegmentEnd:
             clock.quiet_wait_s = wait.seconds
             if not wait.quiet:
                 rs.waited_s = wait.waited_s
-                _end_unfit(rs, f"the host stayed noisy ({wait.reason})")
+                end_unfit(rs, f"the host stayed noisy ({wait.reason})")
                 return SegmentEnd(reason="environment-unfit", detail=rs.manifest.outcome or "")
             clock.arm_s = session.apply_arms(nxt.dataplanes)
             group = slots(rs, nxt.indexes)

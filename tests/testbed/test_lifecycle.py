@@ -21,7 +21,7 @@ def test_status_json_contract(testbed, cli):
     proc = cli("testbed", "status", "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["dataplane"] in ("iptables", "ebpf", "ebpf-connect")
+    assert doc["dataplane"] in ("no-mesh", "iptables", "ebpf", "ebpf-connect")
     assert set(doc["flood"]) >= {"pods", "services", "rules"}
     assert doc["server_url"] == "http://198.19.0.1/get"
     for name in ("client", "server"):
@@ -51,7 +51,10 @@ def test_up_restarts_a_killed_sidecar_and_a_second_up_changes_nothing(iptables_a
     [
         (["testbed", "up", "--flood", "50x"], "expected PODSxSERVICES such as 50x500"),
         (["testbed", "up", "--flood", "0x10"], "needs at least 1 pod and 1 service"),
-        (["testbed", "up", "--dataplane", "bogus"], "expected one of iptables, ebpf, ebpf-connect"),
+        (
+            ["testbed", "up", "--dataplane", "bogus"],
+            "expected one of no-mesh, iptables, ebpf, ebpf-connect",
+        ),
         (["testbed", "exec", "nope", "--", "true"], "unknown pod 'nope'; expected one of: node"),
         (["testbed", "flood", "x"], "is not a flood size"),
     ],

@@ -58,7 +58,12 @@ def test_a_3_percent_effect_is_detected_and_covered(tmp_path: Path) -> None:
     detected = stats.differs(st.ci95, st.wilcoxon_p)
     covered = (st.ci95[:, 0] <= truth) & (truth <= st.ci95[:, 1])
     assert detected.mean() >= 0.95, f"detected in {detected.mean():.0%}"
-    assert covered.mean() >= 0.95, f"CI covered the truth in {covered.mean():.0%}"
+    # The exact interval's confidence at 20 rounds is 96 %: of 100 simulations, fewer than 91
+    # cover with probability < 1 % (binomial). What would shrink coverage for real is a biased
+    # estimate: it must sit within a tenth of its own spread of the truth.
+    assert covered.mean() >= 0.91, f"CI covered the truth in {covered.mean():.0%}"
+    spread = st.estimate.std()
+    assert abs(st.estimate.mean() - truth) < 0.1 * spread, (st.estimate.mean(), truth, spread)
     assert (st.estimate < 0).all()  # and always in the right direction
 
 
@@ -81,7 +86,9 @@ def test_the_report_pipeline_gives_the_core_s_answer(tmp_path: Path) -> None:
     d = log_ratios(build_pairs(run)[0], BY_KEY["latency_p50"])
     assert result.estimate == pytest.approx(stats.hodges_lehmann(d)[0])
     assert result.kind == "lower" and result.text.startswith("ebpf has ")
-    assert result.ci95[0] <= math.log(0.97) <= result.ci95[1]
+    core = stats.paired_stats(d, MARGIN)
+    assert list(result.ci95) == pytest.approx(list(core.ci95[0]))
+    assert result.wilcoxon_p == pytest.approx(core.wilcoxon_p[0])
 
 
 def test_fewer_than_six_rounds_yields_no_ci(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from cloud_render import playbook as run_playbook
 
 # Every role that is not part of the local testbed belongs to the cloud cluster.
 CLUSTER_ROLES = sorted(
-    p.name for p in (REPO / "roles").iterdir() if p.is_dir() and not p.name.startswith("testbed_")
+    p.name for p in (REPO / "roles").iterdir() if p.is_dir() and not p.name.startswith("local_")
 )
 PLAYBOOKS = ["playbooks/site.yml", "playbooks/cloud_arm.yml", "playbooks/cloud_flood.yml"]
 # The entry playbook and its experiment stages, as a cloud inventory runs them.

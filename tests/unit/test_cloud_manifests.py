@@ -23,7 +23,7 @@ import yaml
 from cloud_render import playbook
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_DIR = REPO / "tests" / "cluster" / "crds"
+CRD_DIR = REPO / "tests" / "cloud" / "crds"
 VERSIONS = yaml.safe_load((REPO / "playbooks/group_vars/all/versions.yml").read_text())
 K8S_MINOR = ".".join(VERSIONS["meshlab_versions"]["kubernetes"].split(".")[:2])
 BIN = Path(sys.executable).parent

@@ -75,7 +75,7 @@ def _fetch(
     skip: tuple[str, ...] = (),
     dataplane: str = "iptables",
 ) -> None:
-    """What trial_cluster.yml fetches into RAW (flat), for a trial launched at tf.T0."""
+    """What trial_cloud.yml fetches into RAW (flat), for a trial launched at tf.T0."""
     raw.mkdir(parents=True, exist_ok=True)
     seconds = lp.warmup_s + lp.duration_s + 3
     if k6:
@@ -123,6 +123,12 @@ def _prepared(tmp_path: Path, **fetch: Any) -> tuple[Path, dict[str, Any], Any]:
     return run_dir, prep, lp
 
 
+def _path_snapshot(redirected: int) -> dict[str, Any]:
+    """testbeds/local/paths.py's reading of an iptables pod pair."""
+    counters = {"outbound_redirect": redirected, "inbound_redirect": redirected}
+    return {"counters": counters, "programs": {"client": "off", "server": "off"}}
+
+
 def _local_trial(tmp_path: Path) -> dict[str, Any]:
     """A trial judged as the local testbed's runner judges it (trial.run_step's evidence)."""
     exp = spec.load(SMOKE)
@@ -145,6 +151,8 @@ def _local_trial(tmp_path: Path) -> dict[str, Any]:
         k6_env={"GOGC": "off"},
         pinning=exp.pinning_for("same-node").model_dump(),
         pods={"client": "client", "server": "server"},
+        path_snapshots=(_path_snapshot(0), _path_snapshot(900)),
+        same_node=True,
     )
     judge(exp, lp, TrialSlot(entry, 1, "000-iptables-r01", TrialDir(tdir)), evidence)
     return json.loads((tdir / "trial.json").read_text())
@@ -154,7 +162,9 @@ def _shape(doc: Any) -> Any:
     """Keys all the way down (values replaced); maps keyed by names (hosts, environment
     variables) count as values."""
     if isinstance(doc, dict):
-        return {k: None if k in ("hosts", "env") else _shape(v) for k, v in doc.items()}
+        # path: its counters and programs are named by what each testbed can read
+        named = ("hosts", "env", "counters", "programs_start", "programs_end", "sidecar_requests")
+        return {k: None if k in named else _shape(v) for k, v in doc.items()}
     return None
 
 

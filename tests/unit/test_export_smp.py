@@ -129,8 +129,9 @@ def test_smp_fields_are_the_documented_aggregates_of_the_rounds(
         assert modes == pytest.approx(100.0)
         busy = sum(t.node_seconds["busy"] for t in valid)
         assert cpu.cpu_mcores == round(1000 * busy / seconds)
+        # trial.json keeps each CPU figure to 1 µs: the modes agree to that precision
         assert cpu.idle == pytest.approx(
-            100 * (1 - busy / sum(t.node_seconds["elapsed"] for t in valid))
+            100 * (1 - busy / sum(t.node_seconds["elapsed"] for t in valid)), rel=1e-5
         )
 
 

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from meshlab.analysis.report.report import build
 from meshlab.cli import app
 from meshlab.errors import MeshlabError
+from meshlab.record.rundir import TrialDir
 from meshlab.synthetic import SyntheticSpec, write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -69,7 +70,7 @@ def test_trials_csv_has_one_row_per_trial_including_rejected(full_run: Path) -> 
     assert len(rows) == 2 * 8 * 2 + 2  # arms x rounds x floods + the rejected attempt per flood
     rejected = [r for r in rows if r["status"] == "rejected"]
     assert {r["arm"] for r in rejected} == {"ebpf"} and all(r["round"] == "2" for r in rejected)
-    assert "steal mean" in rejected[0]["rejection_reasons"]
+    assert "steal_mean_percent 10.0 exceeds 0.5" in rejected[0]["rejection_reasons"]
     for col in (
         "latency_p50_ms",
         "latency_p999_ms",
@@ -166,6 +167,9 @@ def test_duet_runs_do_not_compare_the_shared_node_total(tmp_path: Path) -> None:
 
 def test_declared_margin_and_fallbacks_without_raw_files(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path, SyntheticSpec(rounds=7, margin_percent=5.0, effects={}))
+    for trial in (run_dir / "trials").iterdir():  # a run copied without its raw files
+        (trial / TrialDir.K6_RAW).unlink()
+        (trial / TrialDir.PROC_STAT).unlink()
     html = build(run_dir).read_text()
     assert "±5 %" in html
     assert "no raw k6 output, so the medians of the trials" in html  # CDF from summaries

@@ -4,8 +4,8 @@ band, and the paired changes between arms as curves with theirs
 
 Arms are coloured and named as in every other report figure (figures.colors). A point whose
 interval cannot be computed yet (too few rounds at the band's level) is drawn hollow, without
-a band. Not yet part of report.html: `sweep_figure(run, sweep)` returns a Figure_ the report
-can embed.
+a band. The report embeds one per swept (flood, placement) as
+`figures/sweep_<flood>_<placement>.png`; derived/curves.json holds the same numbers.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from meshlab.analysis.loading.latencies import pool_latencies
 from meshlab.analysis.loading.run import Run, load_run
 from meshlab.analysis.loading.samples import read_proc_stat
 from meshlab.analysis.report import figures as figs
-from meshlab.analysis.report import page, tables, thesis, verdict_figures
+from meshlab.analysis.report import page, sections, tables, thesis, verdict_figures
 from meshlab.analysis.report.curve_figures import sweep_figure
 from meshlab.analysis.statistics import reproduce
 from meshlab.analysis.statistics.analyse import analyse
@@ -20,7 +20,8 @@ from meshlab.errors import MeshlabError
 
 
 def build(run_dir: Path) -> Path:
-    """Write trials.csv, pairs.csv, stats.json, figures/*.png, summary.md and report.html.
+    """Write trials.csv, pairs.csv, stats.json, curves.json (a sweep or saturation search only),
+    figures/*.png, summary.md and report.html.
 
     Returns the report.html path. Raises MeshlabError for runs that cannot be read.
     """
@@ -34,6 +35,11 @@ def build(run_dir: Path) -> Path:
     atomic.write_text(derived / "trials.csv", tables.trials_csv(run))
     atomic.write_text(derived / "pairs.csv", tables.pairs_csv(analysis))
     atomic.write_text(derived / "stats.json", json.dumps(analysis.to_dict(), indent=1) + "\n")
+    curves = curve_data(analysis)
+    if curves is not None:
+        atomic.write_text(derived / "curves.json", json.dumps(curves, indent=1) + "\n")
+    else:
+        (derived / "curves.json").unlink(missing_ok=True)
 
     pools, notes = pool_latencies(run)
     thesis_rows = thesis.spreads(run)
@@ -51,6 +57,16 @@ def build(run_dir: Path) -> Path:
     out = derived / "report.html"
     atomic.write_text(out, page.render_html(ctx))
     return out
+
+
+def curve_data(analysis: Analysis) -> dict | None:
+    """The sweep curves and saturation points as data (what the sweep figure and the
+    saturation table draw), or None when the run has neither."""
+    found = [s.to_dict() for s in sweeps(analysis.run)]
+    saturation = sections.saturation(analysis)
+    if not found and saturation is None:
+        return None
+    return {"sweeps": found, "saturation": saturation}
 
 
 def render_figures(

@@ -112,7 +112,7 @@ def prepare(
         "sample_interval_s": SAMPLE_INTERVAL_S,
         "time_limit_s": load.time_limit_s(lp),
         # k6 measures until warm-up + duration after its start: the controller waits that long
-        # without touching the nodes (trial_cluster.yml), then collects.
+        # without touching the nodes (trial_cloud.yml), then collects.
         "measured_until_s": lp.warmup_s + lp.duration_s,
     }
 

@@ -1,6 +1,6 @@
 """A cloud trial's node snapshots, fetched into its raw directory, judged in one call.
 
-trial_cluster.yml fetches every node's `<host>.node-window.json` ({"start": snapshot, "end":
+trial_cloud.yml fetches every node's `<host>.node-window.json` ({"start": snapshot, "end":
 snapshot}, written by the trial agent's `sample`) into RAW; meshlab.testbeds.cloud.trial.ingest
 calls `collect()` and appends the reasons to the trial's problems (the judge rejects and
 re-queues such a trial like any other), then writes the two records beside trial.json:
