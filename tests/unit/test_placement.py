@@ -110,3 +110,25 @@ def test_the_local_state_names_both_nodes_and_refuses_an_old_file(tmp_path: Path
 def test_a_placement_that_does_not_exist_is_refused_naming_the_choices() -> None:
     with pytest.raises(MeshlabError, match="--placement: 'same-host' is not a placement; expected"):
         commands._placement("same-host")
+
+
+def test_the_roles_record_of_the_testbed_state_is_idempotent_and_validated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`meshlab testbed record-state` (roles/local_state): the default file, written only when
+    something changed, never replaced by an invalid document."""
+    target = tmp_path / "testbed.json"
+
+    class Where:
+        state_file = target
+
+    monkeypatch.setattr(tb_state, "topology", lambda: Where)
+    layout = STATE.model_dump(mode="json")
+    assert tb_state.record(layout, {"dataplane": {"1": "iptables"}}) is True
+    assert tb_state.record(layout, {"dataplane": {"1": "iptables"}}) is False
+    assert tb_state.record(layout, {"dataplane": {"1": "ebpf"}}) is True
+    assert tb_state.load(target).dataplane == {"1": "ebpf"}
+    before = target.read_text()
+    with pytest.raises(MeshlabError, match="testbed state"):
+        tb_state.record(layout, {"placement": "sideways"})
+    assert target.read_text() == before

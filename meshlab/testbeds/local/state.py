@@ -174,15 +174,15 @@ def save(state: LocalState, path: Path | None = None) -> None:
     atomic.write_text(path or topology().state_file, state.model_dump_json(indent=2) + "\n")
 
 
-def record(topology: dict[str, Any], update: dict[str, Any], path: Path | None = None) -> bool:
-    """What the testbed roles write: the play's topology over what was recorded, then the
+def record(layout: dict[str, Any], update: dict[str, Any], path: Path | None = None) -> bool:
+    """What the testbed roles write: the play's layout over what was recorded, then the
     update (arm, flood), validated before it replaces the file. True when it changed."""
     path = path or topology().state_file
     try:
         previous = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         previous = {}
-    state = validate_named(LocalState, _merge(_merge(previous, topology), update), "testbed state")
+    state = validate_named(LocalState, _merge(_merge(previous, layout), update), "testbed state")
     if state.model_dump(mode="json") == previous:
         return False
     save(state, path)
