@@ -159,6 +159,7 @@ def judge(exp: Experiment, lp: LoadPoint, slot: TrialSlot, ev: Evidence) -> Tria
         components_over_node=gate_rules.components_over_node_percent(cpu, node_busy),
         accounting=gate_rules.accounting_percent(accounts),
         housekeeping=gate_rules.housekeeping_percent(cpu, window.seconds, HOUSEKEEPING),
+        unattributed=gate_rules.unattributed_percent(cpu, node_busy, window.seconds),
     )
     reasons += failed_gates
     if ev.settle.get("timed_out"):

@@ -266,9 +266,10 @@ def test_the_sidecars_latency_covers_the_same_window(tmp_path: Path) -> None:
         ({"lag": None}, "schedule_lag_p99_ms: no value"),
         ({"accounting": None}, "cpu_accounting_percent: no value"),
         ({"housekeeping": 7.5}, "housekeeping_cpu_percent 7.5 exceeds 5.0"),
-        # a neighbour process: a third of the node's busy time outside every testbed cgroup
-        ({"components_over_node": -34.7}, "unattributed_cpu_percent 34.7 exceeds 25.0 (the "
+        # a neighbour process: a third of a CPU busy outside every testbed cgroup
+        ({"unattributed": 34.7}, "unattributed_cpu_percent 34.7 exceeds 20.0 (the "
          "node's CPUs were busy outside the testbed: another process ran during the window)"),
+        ({"unattributed": None}, "unattributed_cpu_percent: no value"),
     ],
 )  # fmt: skip
 def test_every_gate_says_why_it_failed(change: dict[str, Any], reason: str | None) -> None:
@@ -276,7 +277,7 @@ def test_every_gate_says_why_it_failed(change: dict[str, Any], reason: str | Non
         "gates": spec.Gates(), "rate": 1000, "achieved": 1000.0, "dropped": 0, "failed": 0,
         "steal": {"mean_percent": 0.0, "max_percent": 0.0},
         "lag": {"p99_ms": 1.0, "max_ms": 5.0}, "components_over_node": -10.0, "accounting": -1.0,
-        "housekeeping": 1.0,
+        "housekeeping": 1.0, "unattributed": 8.0,
     }  # fmt: skip
     table, reasons = measure.evaluate_gates(**{**args, **change})
     assert reasons[:1] == ([reason] if reason else [])
@@ -288,7 +289,7 @@ def test_unattributed_cpu_is_not_gated_where_the_harness_is_not_sampled() -> Non
     table, reasons = measure.evaluate_gates(
         gates=spec.Gates(), rate=1000, achieved=1000.0, dropped=0, failed=0,
         steal={"mean_percent": 0.0, "max_percent": 0.0}, lag={"p99_ms": 1.0, "max_ms": 5.0},
-        components_over_node=-60.0, accounting=-1.0, housekeeping=None,
+        components_over_node=-60.0, accounting=-1.0, housekeeping=None, unattributed=60.0,
     )  # fmt: skip
     assert reasons == [] and "unattributed_cpu_percent" not in table
 
