@@ -144,42 +144,18 @@ def _check_cross_checks(trials: list[dict]) -> None:
         assert components <= 1.01 * t["cpu"]["node_total"]["cpu_seconds"], t["trial_id"]
 
 
-def test_interrupted_run_resumes_with_exactly_the_planned_trials(tmp_path):
-    cmd = [MESHLAB, "run", str(SMOKE), "--results-dir", str(tmp_path), "--no-report"]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+def _finished(results: Path) -> int:
+    return len(list(results.glob("smoke/*/trials/*/trial.json")))
+
+
+def _wait_for_trials(results: Path, proc: subprocess.Popen, count: int) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        if list(tmp_path.glob("smoke/*/trials/*/trial.json")):
-            break
-        time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("no trial finished within 300 s")
-    time.sleep(3)  # well inside the next trial
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    run_dir = _only_run_dir(tmp_path)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["status"] == "interrupted"
-    finished = len(list(run_dir.glob("trials/*/trial.json")))
-    assert 1 <= finished < len(manifest["plan"])
-
-    resumed = _run("run", str(SMOKE), "--resume", str(run_dir), "--no-report")
-    _ran(resumed)
-    assert _check_complete(run_dir)["status"] == "complete"
-
-
-def _wait_for_a_trial(results: Path, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if list(results.glob("smoke/*/trials/*/trial.json")):
+        if _finished(results) >= count:
             return
         time.sleep(0.5)
     proc.kill()
-    pytest.fail("no trial finished within 300 s")
+    pytest.fail(f"fewer than {count} trials finished within 300 s")
 
 
 def _status() -> dict:
@@ -195,12 +171,17 @@ def _leftovers() -> list[str]:
     return found
 
 
-def test_one_run_at_a_time_and_nothing_left_after_kill_9(tmp_path):
-    first = subprocess.Popen(
-        [MESHLAB, "run", str(SMOKE), "--results-dir", str(tmp_path / "a"), "--no-report"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    _wait_for_a_trial(tmp_path / "a", first)
+def _start(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen([MESHLAB, *argv], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def test_a_run_interrupted_then_killed_resumes_with_exactly_the_planned_trials(tmp_path):
+    """One run through both ways a run stops early: ^C (it says how to resume) and kill -9 of
+    the CLI (nothing of it is left running); meanwhile it holds the testbed against a second
+    run. Resumed, it has exactly the planned trials: none lost, none duplicated."""
+    first = _start("run", str(SMOKE), "--results-dir", str(tmp_path / "a"), "--no-report")
+    _wait_for_trials(tmp_path / "a", first, 1)
     run_dir = _only_run_dir(tmp_path / "a")
     before = _status()
 
@@ -218,10 +199,21 @@ def test_one_run_at_a_time_and_nothing_left_after_kill_9(tmp_path):
     assert all(pod["up"] for pod in _status()["pods"].values())
     assert set(_status()["pods"]) == set(before["pods"])
 
-    # kill -9 of the CLI: its playbook, step and k6 stop within 10 s; the trial it was
-    # running is left unfinished.
-    first.kill()
-    first.wait()
+    # ^C: the CLI marks the run interrupted and exits 130
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err[-2000:]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    finished = _finished(tmp_path / "a")
+    assert 1 <= finished < len(manifest["plan"])
+
+    # Resumed, then kill -9 of the CLI: its playbook, step and k6 stop within 10 s; the trial
+    # it was running is left unfinished.
+    again = _start("run", str(SMOKE), "--resume", str(run_dir), "--no-report")
+    _wait_for_trials(tmp_path / "a", again, finished + 1)
+    again.kill()
+    again.wait()
     deadline = time.monotonic() + 10
     while _leftovers() and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -238,7 +230,7 @@ def test_duet_run_measures_both_pairs_at_the_same_moment(tmp_path):
     spec = yaml.safe_load(SMOKE.read_text())
     spec.update(id="smoke", design="duet", rounds=2)
     duet = tmp_path / "duet.yml"
-    duet.write_text(yaml.safe_dump(spec))
+    duet.write_text(yaml.safe_dump(spec, sort_keys=False))  # arms[0] is the baseline
     proc = _run("run", str(duet), "--results-dir", str(tmp_path / "results"), "--no-report")
     _ran(proc)
     run_dir = _only_run_dir(tmp_path / "results")

@@ -19,7 +19,7 @@ from test_experiment_run import (
     _only_run_dir,
     _ran,
     _run,
-    _wait_for_a_trial,
+    _wait_for_trials,
 )
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed, pytest.mark.slow]
@@ -80,7 +80,7 @@ def test_a_playbook_killed_mid_run_resumes_through_the_cli(tmp_path: Path) -> No
     checkout = _checkout_with_a_space(tmp_path)
     results = tmp_path / "results"
     proc = _playbook(checkout, results)
-    _wait_for_a_trial(results, proc)
+    _wait_for_trials(results, proc, 1)
     run_dir = _only_run_dir(results)
     holder = json.loads(LEASE.read_text())
     assert holder["pid"] == proc.pid, holder  # the main process, not a task's worker

@@ -156,3 +156,15 @@ def test_one_sweep_per_flood_and_placement_with_two_or_more_rates(tmp_path: Path
     with pytest.raises(ValueError, match="band must be one of pointwise, simultaneous"):
         curves.sweep(run, "off", "same-node", band="family")  # type: ignore[arg-type]
     assert math.isclose(curves.sweep(run, "off", "same-node").point_alpha, 0.05)
+
+
+def test_the_saturation_searchs_trials_stay_off_the_curves(tmp_path: Path) -> None:
+    """Its trials run at rates of their own (one of them the sweep's own 1000 rps): on the
+    curve they would add a point, or pool a second sample into a rate that already has one."""
+    points = (("200rps", 200), ("1000rps", 1000), ("saturation-1000", 1000))
+    run = load_run(write_run(tmp_path, _spec(5, load_points=points, rounds=6)))
+    assert {t.load_point for t in run.valid_trials()} >= {"saturation-1000"}
+    (s,) = curves.sweeps(run)
+    assert s.load_points == [("200rps", 200.0), ("1000rps", 1000.0)]
+    level = next(c for c in s.levels if (c.arm, c.metric.key) == ("iptables", "cpu_node_total"))
+    assert [p.n for p in level.points] == [6, 6]

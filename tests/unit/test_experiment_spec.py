@@ -30,18 +30,30 @@ def test_shipped_experiments_validate():
         assert exp.rounds >= 2
 
 
-def test_default_fits_ten_minutes_and_gives_a_ci():
+def test_default_fits_twelve_minutes_and_gives_a_ci():
     exp = spec.load(next(p for p in EXPERIMENTS if p.stem == "default"))
     blocks = len(exp.load_points) * len(exp.flood_sizes) * len(exp.placement)
     trials = len(exp.arms) * exp.rounds * blocks
     per_trial = sum(lp.duration_s + lp.warmup_s for lp in exp.load_points) / len(exp.load_points)
-    assert exp.rounds >= 6  # the analysis shows no CI below 6 rounds
+    assert exp.rounds >= 12  # the host-speed adjustment may decide from 12 rounds on
     assert exp.placement == ["same-node"]  # the thesis' layout (experiments/README.md)
     assert exp.analysis.primary == ["latency_p50", "cpu_node_total", "cpu_sidecars"]
-    assert trials * (per_trial + 10) <= 600  # ~10 s of set-up, settle and judging per trial
+    # issue 19's goal: <= 12 minutes of trials, with the 3.7-4.2 s between windows measured and one
+    # re-run trial in ten
+    assert 1.1 * trials * (per_trial + 4) <= 720
     assert list(exp.arms) == ["iptables", "ebpf"] and [str(f) for f in exp.flood_sizes] == [
         "50x500"
     ]
+
+
+def test_aa_is_the_default_design_with_one_arm_under_two_names():
+    default, aa = (yaml.safe_load((REPO / "experiments" / f"{n}.yml").read_text())
+                   for n in ("default", "aa"))  # fmt: skip
+    mine = ("id", "description", "arms", "seed")
+    assert {k: v for k, v in aa.items() if k not in mine} == {
+        k: v for k, v in default.items() if k not in mine
+    }
+    assert {a["dataplane"] for a in aa["arms"].values()} == {"iptables"} and len(aa["arms"]) == 2
 
 
 def test_smoke_is_short_has_two_rounds_and_moves_the_pods_once():

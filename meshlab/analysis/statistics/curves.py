@@ -257,7 +257,12 @@ def sweep(
         raise ValueError(f"band must be one of {', '.join(BANDS)}, not {band!r}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
-    valid = [t for t in run.valid_trials() if (t.flood, t.placement) == (flood, placement)]
+    # the saturation search's load points are not on the curve: they are its own comparison
+    swept = set(run.load_points())
+    valid = [
+        t for t in run.valid_trials()
+        if (t.flood, t.placement) == (flood, placement) and t.load_point in swept
+    ]  # fmt: skip
     rates: dict[str, float] = {}
     for t in valid:
         rates.setdefault(t.load_point, t.rate)
