@@ -11,27 +11,12 @@ from pathlib import Path
 
 from meshlab.ebpf import bpfsys
 from meshlab.ebpf.bpfsys import BpfError
-from meshlab.ebpf.pins import (  # noqa: F401 - re-exported: the arm's facts, as before the split
+from meshlab.ebpf.pins import (
     CGROUP_ATTACH_TYPES,
     CGROUP_PROGS,
-    MAPS,
-    MAX_NODE,
-    MODES,
-    PROG_PREFIX,
     PROGS,
     Pins,
     _cgroup2_mounts,
-    _complete_and_fresh,
-    _counters,
-    _ensure_bpffs,
-    _load,
-    _lock,
-    _map_counts,
-    _pinned_progs,
-    _prog_name,
-    _registered,
-    cgroup_mode,
-    derive_mode,
 )
 from meshlab.errors import MeshlabError
 

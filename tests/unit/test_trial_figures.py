@@ -153,7 +153,8 @@ def _judged(tmp_path: Path, **doctor: Any) -> dict[str, Any]:
     """A local-testbed trial judged from synthetic raw files with the default gates (smoke.yml's
     are loose on purpose); `doctor` changes the evidence."""
     exp = spec.load(SMOKE).model_copy(update={"gates": spec.Gates()})
-    lp = exp.load_points[0]
+    # the figures below are for a 6-s window after a 2-s warm-up, whatever smoke.yml's are now
+    lp = exp.load_points[0].model_copy(update={"duration_s": 6, "warmup_s": 2})
     tdir = tmp_path / "trial"
     tdir.mkdir()
     tf.write_k6(tdir, rate=lp.rate, duration_s=lp.duration_s, warmup_s=lp.warmup_s,
