@@ -84,7 +84,7 @@ test-unit: venv
 test-testbed: setup
 	$(BIN)/pytest -q -m "root or testbed" tests
 
-# the slowest tests are listed at the end: the suite has a time budget (about 25 minutes of pytest in CI)
+# the slowest tests are listed at the end (the goal: at most 25 minutes of pytest on CI's 2 cores)
 test: setup lint
 	$(BIN)/pytest --durations=20 tests
 
