@@ -15,6 +15,11 @@ WHY = {
 }
 
 
+def _components(cpu: dict[str, dict[str, Any]]) -> float:
+    """CPU-seconds of every sampled cgroup (not the node's own total)."""
+    return sum(float(f["cpu_seconds"]) for name, f in cpu.items() if name != "node_total")
+
+
 def components_over_node_percent(
     cpu: dict[str, dict[str, Any]], node_busy: float | None
 ) -> float | None:
@@ -23,8 +28,7 @@ def components_over_node_percent(
     agree: a component can never use more CPU than the node's CPUs were busy."""
     if not node_busy:
         return None
-    total = sum(float(f["cpu_seconds"]) for name, f in cpu.items() if name != "node_total")
-    return round(100.0 * (total - node_busy) / node_busy, 3)
+    return round(100.0 * (_components(cpu) - node_busy) / node_busy, 3)
 
 
 def unattributed_percent(
@@ -32,12 +36,11 @@ def unattributed_percent(
 ) -> float | None:
     """The node's busy time outside every sampled cgroup, in % of one CPU over the window. On
     the local testbed every process of the system under test is in a sampled cgroup, and what
-    is left held at 6-12 % of a CPU whatever the rate or arm (kernel threads and the host's own
+    is left held at 6-9 % of a CPU whatever the rate or arm (kernel threads and the host's own
     daemons); a neighbour that ran during the window adds to it."""
     if not node_busy or seconds <= 0:
         return None
-    total = sum(float(f["cpu_seconds"]) for name, f in cpu.items() if name != "node_total")
-    return round(100.0 * max(0.0, node_busy - total) / seconds, 3)
+    return round(100.0 * max(0.0, node_busy - _components(cpu)) / seconds, 3)
 
 
 def accounting_percent(accounts: dict[str, dict[str, CpuAccount]]) -> float | None:

@@ -285,6 +285,17 @@ def test_every_gate_says_why_it_failed(change: dict[str, Any], reason: str | Non
     assert all(g["pass"] for g in table.values()) == (reason is None)
 
 
+def test_unattributed_cpu_is_node_busy_minus_every_component_in_percent_of_one_cpu() -> None:
+    cpu = {name: {"cpu_seconds": 0.6} for name in ("k6", "client_sidecar", "app", "harness")}
+    cpu["node_total"] = {"cpu_seconds": 3.0}  # never counted as a component
+    # 3.0 busy - 2.4 in the cgroups = 0.6 CPU-s over a 6-s window: a tenth of one CPU
+    assert measure.unattributed_percent(cpu, 3.0, 6.0) == pytest.approx(10.0)
+    # more in the cgroups than the node was busy is the other gate's business, not a negative
+    assert measure.unattributed_percent(cpu, 2.0, 6.0) == 0.0
+    assert measure.unattributed_percent(cpu, None, 6.0) is None
+    assert measure.unattributed_percent(cpu, 3.0, 0.0) is None
+
+
 def test_unattributed_cpu_is_not_gated_where_the_harness_is_not_sampled() -> None:
     """The cloud's nodes run kubelet and containerd outside the components: no such gate."""
     table, reasons = measure.evaluate_gates(
