@@ -69,14 +69,18 @@ def test_switching_ten_times_under_load(testbed, load):
     """Requests keep succeeding across 10 switches; failures may only sit at a switch instant
     (within the 2 s route timeout after it, for a pooled connection of the previous arm)."""
     commands.set_dataplane("iptables")
-    running = load(rate=100, seconds=90, mode="keepalive")
+    # A switch takes about 0.5 s, so the ten fit in ~15 s; the load covers them with room, and
+    # the test fails rather than switching after it ended.
+    running = load(rate=100, seconds=35, mode="keepalive")
     windows = []
     for arm in ["ebpf", "iptables"] * 5:
         time.sleep(1)
         started = time.time()
         commands.set_dataplane(arm)
         windows.append((started, time.time() + 2.5))
-    metrics = running.wait(timeout=200)
+    time.sleep(2.5)  # the last switch's window, under load too
+    assert running.proc.poll() is None, "the load ended before the last switch's window did"
+    metrics = running.wait(timeout=120)
     failures = running.failures()
     outside = [t for t in failures if not any(a <= t <= b for a, b in windows)]
     total = metrics["http_reqs{scenario:measure}"]["count"]

@@ -18,10 +18,16 @@ REQUESTS = 5
 
 @pytest.fixture(scope="module")
 def cross_node(testbed) -> Iterator:
-    """The testbed with its server pod on node 2 (iptables arm, no flood); moved back after."""
+    """The testbed with its server pod on node 2 (iptables arm, no flood); moved back after.
+    The tests run in file order, each from where the last one left it: every `up` that moves
+    pods costs half a minute, so the module ends on the move back to one node."""
     commands.up(placement="cross-node")
     yield testbed
-    commands.up(placement="same-node")
+    doc = testbed.status
+    if doc["placement"] != "same-node" or doc["duet"]:
+        commands.up(placement="same-node")
+    elif doc["dataplane"] != "iptables":
+        commands.set_dataplane("iptables")
 
 
 def forward_packets(tb, netns: str) -> int:
@@ -114,23 +120,7 @@ def test_ebpf_arm_redirects_app_hops_but_never_bypasses_across_nodes(cross_node)
         commands.set_dataplane("iptables")
 
 
-def test_moving_back_to_one_node_restores_the_bypass(cross_node):
-    tb = cross_node
-    commands.up(dataplane="ebpf", placement="same-node")
-    try:
-        doc = tb.status
-        assert {pod["node"] for pod in doc["pods"].values()} == {"meshlab-node"}
-        assert set(doc["ebpf"]["nodes"].values()) == {1}
-        # node 2 keeps no trace of the server: no veth, routed back over the link
-        assert "veth-server" not in tb.host.check_output("ip -n meshlab-node2 link")
-        before = doc["ebpf"]["counters"]["bypass"]
-        requests_ok(tb)
-        assert tb.status["ebpf"]["counters"]["bypass"] > before
-    finally:
-        commands.up(dataplane="iptables", placement="cross-node")
-
-
-def test_duet_keeps_working_across_nodes(cross_node):
+def test_duet_keeps_working_across_nodes_then_pair_2_goes(cross_node):
     tb = cross_node
     commands.up(duet=True, placement="cross-node")
     try:
@@ -142,3 +132,22 @@ def test_duet_keeps_working_across_nodes(cross_node):
             assert tb.curl(client, url)[0] == "200", client
     finally:
         commands.up(placement="cross-node")  # one pair again (local_up.yml tears a duet down)
+    # Back to one pair: pair 2 goes, rather than idling outside the recorded state.
+    netns = tb.host.check_output("ip netns list").split()
+    assert "meshlab-client2" not in netns and "meshlab-server2" not in netns
+    assert set(tb.status["pods"]) == {"client", "server"}
+    requests_ok(tb, 1)
+
+
+def test_moving_back_to_one_node_restores_the_bypass(cross_node):
+    """The module's last test: its fixture puts the arm back."""
+    tb = cross_node
+    commands.up(dataplane="ebpf", placement="same-node")
+    doc = tb.status
+    assert {pod["node"] for pod in doc["pods"].values()} == {"meshlab-node"}
+    assert set(doc["ebpf"]["nodes"].values()) == {1}
+    # node 2 keeps no trace of the server: no veth, routed back over the link
+    assert "veth-server" not in tb.host.check_output("ip -n meshlab-node2 link")
+    before = doc["ebpf"]["counters"]["bypass"]
+    requests_ok(tb)
+    assert tb.status["ebpf"]["counters"]["bypass"] > before

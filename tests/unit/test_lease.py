@@ -145,7 +145,9 @@ def test_a_playbook_run_keeps_the_lease_across_its_tasks(tmp_path: Path) -> None
         "    if status: sys.exit(1)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env
+    )
     lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert lines["init"] == lines["next"], lines  # the same holder across two workers
