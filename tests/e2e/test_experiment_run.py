@@ -171,6 +171,17 @@ def _leftovers() -> list[str]:
     return found
 
 
+def _one_node_smoke(tmp_path: Path, **changes: object) -> Path:
+    """smoke.yml in its same-node block only: what these tests check does not depend on the
+    placement, and every move of the pods between nodes costs half a minute (tests/testbed/
+    test_two_nodes.py tests the moves, and a duet across nodes)."""
+    spec = yaml.safe_load(SMOKE.read_text())
+    spec.update(placement=["same-node"], **changes)
+    path = tmp_path / "smoke.yml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))  # arms[0] stays the baseline
+    return path
+
+
 def _start(*argv: str) -> subprocess.Popen:
     return subprocess.Popen([MESHLAB, *argv], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -180,13 +191,14 @@ def test_a_run_interrupted_then_killed_resumes_with_exactly_the_planned_trials(t
     """One run through both ways a run stops early: ^C (it says how to resume) and kill -9 of
     the CLI (nothing of it is left running); meanwhile it holds the testbed against a second
     run. Resumed, it has exactly the planned trials: none lost, none duplicated."""
-    first = _start("run", str(SMOKE), "--results-dir", str(tmp_path / "a"), "--no-report")
+    smoke = _one_node_smoke(tmp_path)
+    first = _start("run", str(smoke), "--results-dir", str(tmp_path / "a"), "--no-report")
     _wait_for_trials(tmp_path / "a", first, 1)
     run_dir = _only_run_dir(tmp_path / "a")
     before = _status()
 
     # A second run and a dataplane switch are refused at once, in one line naming the holder.
-    second = _run("run", str(SMOKE), "--results-dir", str(tmp_path / "b"), "--no-report")
+    second = _run("run", str(smoke), "--results-dir", str(tmp_path / "b"), "--no-report")
     switch = _run("testbed", "dataplane", "ebpf")
     for refused in (second, switch):
         lines = refused.stderr.strip().splitlines()
@@ -210,7 +222,7 @@ def test_a_run_interrupted_then_killed_resumes_with_exactly_the_planned_trials(t
 
     # Resumed, then kill -9 of the CLI: its playbook, step and k6 stop within 10 s; the trial
     # it was running is left unfinished.
-    again = _start("run", str(SMOKE), "--resume", str(run_dir), "--no-report")
+    again = _start("run", str(smoke), "--resume", str(run_dir), "--no-report")
     _wait_for_trials(tmp_path / "a", again, finished + 1)
     again.kill()
     again.wait()
@@ -220,36 +232,29 @@ def test_a_run_interrupted_then_killed_resumes_with_exactly_the_planned_trials(t
     assert not _leftovers(), _leftovers()
 
     # The dead run's lease is taken over; --resume ends with exactly the planned trials.
-    resumed = _run("run", str(SMOKE), "--resume", str(run_dir), "--no-report")
+    resumed = _run("run", str(smoke), "--resume", str(run_dir), "--no-report")
     _ran(resumed)
     assert _check_complete(run_dir)["status"] == "complete"
 
 
 def test_duet_run_measures_both_pairs_at_the_same_moment(tmp_path):
-    """Both arms of a duet round share one window, on their own pod pair and CPU."""
-    spec = yaml.safe_load(SMOKE.read_text())
-    spec.update(id="smoke", design="duet", rounds=2)
-    duet = tmp_path / "duet.yml"
-    duet.write_text(yaml.safe_dump(spec, sort_keys=False))  # arms[0] is the baseline
+    """Both arms of a duet round share one window, on their own pod pair and CPU (on one
+    node; a duet's wiring across nodes and its way back to one pair are tested in
+    tests/testbed/test_two_nodes.py)."""
+    duet = _one_node_smoke(tmp_path, design="duet", rounds=2)
     proc = _run("run", str(duet), "--results-dir", str(tmp_path / "results"), "--no-report")
     _ran(proc)
     run_dir = _only_run_dir(tmp_path / "results")
     assert _check_complete(run_dir)["status"] == "complete"
     trials = [json.loads(p.read_text()) for p in run_dir.glob("trials/*/trial.json")]
     by_step: dict[tuple, list[dict]] = {}
-    for t in trials:  # smoke's rounds run once per placement
-        by_step.setdefault((t["placement"], t["round"], t["attempt"]), []).append(t)
-    assert {step[0] for step in by_step} == {"same-node", "cross-node"}
+    for t in trials:
+        by_step.setdefault((t["round"], t["attempt"]), []).append(t)
+    assert {step[0] for step in by_step} == {1, 2}
     for step, pair in by_step.items():
         assert len(pair) == 2, f"{step}: its two trials did not run together"
         starts = [t["window"]["start"] for t in pair]
         assert max(starts) - min(starts) < 0.5, f"{step}: windows {starts} apart"
         assert {t["pair"] for t in pair} == {1, 2}
-        assert {t["arm"] for t in pair} == set(spec["arms"])
+        assert {t["arm"] for t in pair} == set(yaml.safe_load(duet.read_text())["arms"])
         assert pair[0]["pinning"]["k6"] != pair[1]["pinning"]["k6"]
-
-    # Back to one pair: pair 2 goes, rather than idling outside the recorded state.
-    assert _run("testbed", "up").returncode == 0
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    assert "meshlab-client2" not in netns.stdout
-    assert "meshlab-client" in netns.stdout.split()

@@ -35,7 +35,7 @@ def _sweep_spec() -> dict:
         "description": "2 rates x 2 rounds, then a two-step saturation search",
         "arms": ARMS,
         "load_points": [
-            {"name": f"{r}rps", "rate": r, "duration_s": 3, "warmup_s": 1} for r in RATES
+            {"name": f"{r}rps", "rate": r, "duration_s": 2, "warmup_s": 1} for r in RATES
         ],
         "flood_sizes": ["off"],
         "placement": ["same-node"],
@@ -44,7 +44,7 @@ def _sweep_spec() -> dict:
         "gates": smoke["gates"],  # the machinery is under test here, not the machine
         # 300 keeps up, then 600 is the maximum: two attempts per arm, both interleaved
         "saturation": {"p99_ms": 100, "start_rate": 300, "max_rate": 600, "min_rate": 100,
-                       "resolution": 300, "duration_s": 3, "warmup_s": 1},
+                       "resolution": 300, "duration_s": 2, "warmup_s": 1},
     }  # fmt: skip
 
 
