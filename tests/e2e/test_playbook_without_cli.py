@@ -1,7 +1,8 @@
 """`ansible-playbook experiment.yml`, the project's own entry command, without the CLI (issue
 18): from a checkout whose path holds a space, a run killed with -9 mid-run leaves nothing
 running, and the playbook resumes it (`-e resume=RUN_DIR`) to exactly the planned trials and
-its report. One run for both: each is a whole smoke run of two minutes."""
+its report. One run for both, of smoke.yml's same-node block (a user's own experiment file in
+the checkout): the pod moves are the same roles, run by `make lab`'s whole smoke run."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from test_experiment_run import (
     _check_complete,
     _leftovers,
@@ -25,6 +27,7 @@ pytestmark = [pytest.mark.root, pytest.mark.testbed, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 LEASE = Path("/run/meshlab.lease")
+SPEC = "experiments/smoke-same-node.yml"
 
 
 def _checkout_with_a_space(tmp_path: Path) -> Path:
@@ -47,6 +50,9 @@ def _checkout_with_a_space(tmp_path: Path) -> Path:
         else:  # deleted in the working tree
             dst.unlink(missing_ok=True)
     shutil.copytree(REPO / "bpf" / "build", dest / "bpf" / "build")
+    spec = yaml.safe_load((dest / "experiments" / "smoke.yml").read_text())
+    spec["placement"] = ["same-node"]
+    (dest / SPEC).write_text(yaml.safe_dump(spec, sort_keys=False))
     return dest
 
 
@@ -55,7 +61,7 @@ def _playbook(checkout: Path, results: Path, *extra: str) -> subprocess.Popen[st
     env = {**os.environ, "PATH": f"{Path(sys.prefix) / 'bin'}:{os.environ['PATH']}"}
     env.pop("ANSIBLE_CONFIG", None)
     return subprocess.Popen(
-        ["ansible-playbook", "experiment.yml", "-e", "experiment=experiments/smoke.yml",
+        ["ansible-playbook", "experiment.yml", "-e", f"experiment={SPEC}",
          "-e", f"results_dir={results}", *extra],
         cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
@@ -91,5 +97,5 @@ def test_a_playbook_killed_mid_run_is_resumed_by_the_playbook_to_its_report(
     manifest = _check_complete(run_dir)
     assert manifest["status"] == "complete"
     assert (run_dir / "derived" / "report.html").stat().st_size > 0
-    assert manifest["spec_file"] == "experiments/smoke.yml"
+    assert manifest["spec_file"] == SPEC
     assert not LEASE.exists(), LEASE.read_text()  # the play ended: the testbed is free again
