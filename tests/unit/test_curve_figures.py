@@ -63,8 +63,16 @@ def test_every_axis_is_labelled_with_its_unit_and_arms_are_named_as_in_the_repor
     for handle, arm in zip(legend.legend_handles[:3], run.arms, strict=True):
         assert to_hex(handle.get_color()) == to_hex(col[arm])
     bands = [c for ax in axes for c in ax.collections if isinstance(c, PolyCollection)]
-    # a band per arm in five level panels, and per comparison (4) in three change panels
-    assert len(bands) == 3 * 5 + 4 * 3
+    # a band per arm in five level panels, and per comparison in three change panels: all four
+    # in p50 and node CPU, only ebpf vs iptables in the sidecars' CPU (no-mesh's sidecars idle)
+    assert len(bands) == 3 * 5 + 4 + 4 + 1
+    per_change_panel = {
+        ax.get_title(loc="left"): len([c for c in ax.collections if isinstance(c, PolyCollection)])
+        for ax in axes[6:]
+    }
+    assert sorted(per_change_panel.values()) == [1, 4, 4], per_change_panel
+    (sidecars,) = [title for title, n in per_change_panel.items() if n == 1]
+    assert "sidecar" in sidecars.lower(), per_change_panel
 
 
 def test_points_without_an_interval_are_hollow_and_unbanded(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from meshlab.analysis.loading.metrics import BY_KEY, Metric
 from meshlab.analysis.loading.pairing import PairSet, build_pairs, log_ratios
 from meshlab.analysis.loading.run import Run, Trial
 from meshlab.analysis.statistics import stats
+from meshlab.analysis.statistics.floor import FLOOR_METRICS
 
 NO_MESH = "no-mesh"
 Band = Literal["pointwise", "simultaneous"]
@@ -287,6 +288,8 @@ def sweep(
         if ref not in pairs:
             pairs[ref] = _pairs_against(run, ref)
         for m in chosen:
+            if NO_MESH in (arm, ref) and m.key not in FLOOR_METRICS:
+                continue  # the floor's sidecars idle: a change against them is no cost (floor.py)
             points = tuple(
                 _change_point(
                     pairs[ref].get((arm, (lp, flood, placement))), m, lp, rate, point_alpha
