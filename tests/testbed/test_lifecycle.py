@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,15 +33,22 @@ def test_status_json_contract(testbed, cli):
 
 @pytest.mark.slow
 def test_up_restarts_a_killed_sidecar_and_a_second_up_changes_nothing(iptables_arm, wait_until):
+    """Also what `up` checks in one shell rather than a module per item: a deleted certificate
+    and a changed pod launcher are put back."""
     tb = iptables_arm
     pid = int(open("/run/meshlab/client-envoy.pid").read())  # noqa: PTH123, SIM115
     os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: not os.path.exists(f"/proc/{pid}/status"), timeout=5)  # noqa: PTH110
     assert tb.curl("client", tb.status["server_url"])[0] != "200"
+    cert, launcher = Path("/run/meshlab/pki/server.crt"), Path("/run/meshlab/bin/podexec")
+    script = launcher.read_bytes()
+    cert.unlink()
+    launcher.write_bytes(script + b"# changed\n")
 
     healed = commands.up()
-    assert healed.changed >= 1
+    assert healed.changed >= 3
     assert tb.curl("client", tb.status["server_url"])[0] == "200"
+    assert cert.stat().st_size > 0 and launcher.read_bytes() == script
 
     again = commands.up()
     assert again.changed == 0, "a second `testbed up` must change nothing"
