@@ -171,13 +171,12 @@ def _leftovers() -> list[str]:
     return found
 
 
-def _one_node_smoke(tmp_path: Path, **changes: object) -> Path:
-    """smoke.yml in its same-node block only: what these tests check does not depend on the
-    placement, and every move of the pods between nodes costs half a minute (tests/testbed/
-    test_two_nodes.py tests the moves, and a duet across nodes)."""
+def _one_node_smoke(path: Path, **changes: object) -> Path:
+    """smoke.yml in its same-node block only, written to `path`: what these tests check does
+    not depend on the placement, and every move of the pods between nodes costs half a minute
+    (tests/testbed/test_two_nodes.py tests the moves, and a duet across nodes)."""
     spec = yaml.safe_load(SMOKE.read_text())
     spec.update(placement=["same-node"], **changes)
-    path = tmp_path / "smoke.yml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))  # arms[0] stays the baseline
     return path
 
@@ -191,7 +190,7 @@ def test_a_run_interrupted_then_killed_resumes_with_exactly_the_planned_trials(t
     """One run through both ways a run stops early: ^C (it says how to resume) and kill -9 of
     the CLI (nothing of it is left running); meanwhile it holds the testbed against a second
     run. Resumed, it has exactly the planned trials: none lost, none duplicated."""
-    smoke = _one_node_smoke(tmp_path)
+    smoke = _one_node_smoke(tmp_path / "smoke.yml")
     first = _start("run", str(smoke), "--results-dir", str(tmp_path / "a"), "--no-report")
     _wait_for_trials(tmp_path / "a", first, 1)
     run_dir = _only_run_dir(tmp_path / "a")
@@ -241,7 +240,8 @@ def test_duet_run_measures_both_pairs_at_the_same_moment(tmp_path):
     """Both arms of a duet round share one window, on their own pod pair and CPU (on one
     node; a duet's wiring across nodes and its way back to one pair are tested in
     tests/testbed/test_two_nodes.py)."""
-    duet = _one_node_smoke(tmp_path, design="duet", rounds=2)
+    duet = _one_node_smoke(tmp_path / "duet.yml", design="duet", rounds=2)
+    arms = set(yaml.safe_load(duet.read_text())["arms"])
     proc = _run("run", str(duet), "--results-dir", str(tmp_path / "results"), "--no-report")
     _ran(proc)
     run_dir = _only_run_dir(tmp_path / "results")
@@ -256,5 +256,5 @@ def test_duet_run_measures_both_pairs_at_the_same_moment(tmp_path):
         starts = [t["window"]["start"] for t in pair]
         assert max(starts) - min(starts) < 0.5, f"{step}: windows {starts} apart"
         assert {t["pair"] for t in pair} == {1, 2}
-        assert {t["arm"] for t in pair} == set(yaml.safe_load(duet.read_text())["arms"])
+        assert {t["arm"] for t in pair} == arms
         assert pair[0]["pinning"]["k6"] != pair[1]["pinning"]["k6"]

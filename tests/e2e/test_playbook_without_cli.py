@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from test_experiment_run import (
     _check_complete,
     _leftovers,
+    _one_node_smoke,
     _only_run_dir,
     _wait_for_trials,
 )
@@ -50,9 +50,7 @@ def _checkout_with_a_space(tmp_path: Path) -> Path:
         else:  # deleted in the working tree
             dst.unlink(missing_ok=True)
     shutil.copytree(REPO / "bpf" / "build", dest / "bpf" / "build")
-    spec = yaml.safe_load((dest / "experiments" / "smoke.yml").read_text())
-    spec["placement"] = ["same-node"]
-    (dest / SPEC).write_text(yaml.safe_dump(spec, sort_keys=False))
+    _one_node_smoke(dest / SPEC)
     return dest
 
 
